@@ -1,0 +1,42 @@
+"""Bounds on untrusted input, as small typed config values (part of ``worker.settings.Settings``).
+
+Example::
+
+    ParseLimits(max_bytes=1_048_576, max_related=500)
+    ImageLimits(allow_networks=["127.0.0.1/32"], max_bytes=1 << 20)
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Network, IPv6Network
+
+from pydantic import BaseModel
+
+
+class ParseLimits(BaseModel):
+    """What a drop file may be: checked before and while parsing, so a hostile file costs little."""
+
+    max_bytes: int = 1_048_576  # checked from the file size before the file is read
+    max_depth: int = 20  # nesting of mappings and lists
+    max_nodes: int = 100_000  # YAML nodes, after aliases are expanded (alias bombs)
+    max_aliases: int = 100
+    max_list: int = 1_000  # items in any one list (images, topics, related)
+    max_string: int = 100_000  # characters in any one string
+
+
+class ImageLimits(BaseModel):
+    """How image URLs are checked. Private, loopback and link-local addresses are refused unless allowed here."""
+
+    allow_networks: list[IPv4Network | IPv6Network] = []
+    max_bytes: int = 1_048_576  # bytes read to find an image's size (JPEG metadata can be hundreds of KiB)
+    timeout_seconds: float = 10.0  # one overall deadline per URL: a slow-drip server can't stretch it
+    connect_timeout_seconds: float = 3.0
+    dns_timeout_seconds: float = 3.0
+    max_redirects: int = 5
+    concurrency: int = 64  # in flight per worker process
+    per_host: int = 8  # in flight per host, so one slow host can't starve the others
+    retries: int = 2  # for transient failures only (timeouts, resets, 5xx, 429)
+    backoff_seconds: float = 0.2
+    cache_ok_seconds: int = 86_400
+    cache_gone_seconds: int = 3_600  # 404 and 410
+    user_agent: str = "feedworker/0.1 (+image check)"

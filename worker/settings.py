@@ -1,0 +1,104 @@
+"""Settings, read once: defaults < a YAML config file < environment (``FEEDWORKER_*``, nested with ``__``).
+
+Example::
+
+    FEEDWORKER_STORE_URL=postgresql+psycopg://app@db/feeds \
+    FEEDWORKER_IMAGES__ALLOW_NETWORKS='["10.0.0.0/8"]' feedworker run ./drops
+
+No other module reads the environment: they take a ``Settings`` (or one of its parts) as an argument.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from tasks.limits import ImageLimits, ParseLimits
+
+STATE_DIR = Path(".feedworker")  # embedded broker data and its URL file, beside the default SQLite store
+
+
+class WatchSettings(BaseModel):
+    """How the watcher decides a file is complete, and what it does with it afterwards."""
+
+    settle_seconds: float = 1.0  # size and mtime must hold still this long for a file written in place
+    rescan_seconds: float = 30.0  # the reconciling scan: finds what events missed (NFS, overflow, downtime)
+    recursive: bool = True
+    after: Literal["move", "keep", "delete"] = "move"  # move: processed/YYYY-MM-DD/ and failed/
+    batch_max: int = 100  # drops per task batch
+    batch_window_ms: int = 20  # how long a live batch waits for company: latency vs broker round trips
+    requeue_after_seconds: float = 300.0  # a drop queued this long with no outcome is enqueued again
+
+
+class Settings(BaseSettings):
+    """Everything feedworker can be told. See config/feedworker.example.yaml for each setting."""
+
+    model_config = SettingsConfigDict(env_prefix="FEEDWORKER_", env_nested_delimiter="__", extra="forbid")
+
+    config: Path | None = None  # FEEDWORKER_CONFIG: a YAML file read below the environment
+    broker_url: str | None = None  # None: the embedded broker that `feedworker run` starts
+    store_url: str = "sqlite:///feedworker.db"
+    state_dir: Path = STATE_DIR
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+    worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    visibility_timeout: int = 60  # seconds before an unacked task of a dead worker is redelivered
+    task_soft_time_limit: int = 45  # a stage that runs this long is interrupted and its drops failed
+    task_time_limit: int = 55  # hard limit: must stay below visibility_timeout (no second delivery while running)
+    cache_url: str | None = None  # Redis for image outcomes; default: the broker, when it is Redis
+    metrics_port: int | None = None
+    parse: ParseLimits = ParseLimits()
+    images: ImageLimits = ImageLimits()
+    watch: WatchSettings = WatchSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, YamlConfigSource(settings_cls)
+
+
+class YamlConfigSource(PydanticBaseSettingsSource):
+    """The YAML file named by FEEDWORKER_CONFIG (or ``config/feedworker.yaml`` when it exists)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole mapping
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_path()
+        if path is None:
+            return {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config {path}: the top level must be a mapping, not {type(data).__name__}")
+        return data
+
+
+def _config_path() -> Path | None:
+    named = os.environ.get("FEEDWORKER_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise FileNotFoundError(f"FEEDWORKER_CONFIG names {named}, which is not a file")
+        return path
+    default = Path("config/feedworker.yaml")
+    return default if default.is_file() else None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()
