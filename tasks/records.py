@@ -1,0 +1,176 @@
+"""From a validated Item to the records it writes: its own full record and a stub for each related item.
+
+Records are plain JSON-ready dicts (they travel between pipeline stages as task arguments). Identity is the
+canonical webUrl; order ("the later drop wins") is the drop's (file mtime, file name).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from tasks.canonical import canonical_url
+from tasks.models import ImageRef, Item, Provider, RelatedItem
+from tasks.parsing import jsonable, source_id
+
+
+@dataclass(frozen=True)
+class Drop:
+    """One drop file as the ledger knows it."""
+
+    key: str
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "name": self.name, "path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Drop:
+        return cls(d["key"], d["name"], d["path"], int(d["size"]), int(d["mtime_ns"]))
+
+
+class Draft(TypedDict):
+    """What the store writes for one identity: ``body`` is the exported record less the store's own fields."""
+
+    url: str
+    stub: bool
+    sha256: str
+    order_mtime_ns: int
+    order_name: str
+    secured: str | None
+    body: dict[str, Any]
+
+
+class Normalized(TypedDict):
+    """A parsed drop, ready for image checks and the store."""
+
+    drop: dict[str, Any]
+    record: Draft
+    stubs: list[Draft]
+
+
+def normalize(item: Item, drop: Drop) -> Normalized:
+    """The drop's own record and one stub draft per related item (the store decides which stubs it writes)."""
+    secured = item.secured.get_secret_value() if item.secured is not None else None
+    body: dict[str, Any] = {
+        "title": item.title,
+        "excerpt": item.excerpt,
+        "category": item.category,
+        "type": item.type,
+        "quality": item.quality,
+        "heat": item.heat,
+        "published": item.published,
+        "published_at": _iso(item.published_at),
+        "web_url": item.web_url,
+        "original_url": item.original_url,
+        "source_id": source_id(drop.name),
+        "provider": _provider(item.provider),
+        "topics": list(item.topics),
+        "extra": jsonable(item.model_extra or {}),
+        "images": [_image(im) for im in item.images],
+        "related": [_related(rel) for rel in item.related],
+    }
+    sha = _sha256({"body": body, "secured": secured})
+    record = Draft(url=canonical_url(item.web_url), stub=False, sha256=sha, order_mtime_ns=drop.mtime_ns,
+                   order_name=drop.name, secured=secured, body=body)
+    stubs = [_stub(rel, drop) for rel in item.related]
+    return Normalized(drop=drop.as_dict(), record=record, stubs=stubs)
+
+
+def image_urls(n: Normalized) -> Iterator[str]:
+    """Every image URL a normalized drop carries (its own, its related items', its stubs' are the same)."""
+    for im in _images_of(n["record"]["body"]):
+        if im["url"] is not None:
+            yield im["url"]
+
+
+def attach_images(n: Normalized, results: dict[str, dict[str, Any]]) -> None:
+    """Fill each image's check outcome in place. Stubs share the related entries' image dicts by value."""
+    for draft in (n["record"], *n["stubs"]):
+        for im in _images_of(draft["body"]):
+            im.update(results.get(im["url"]) or _NO_URL)
+
+
+_NO_URL = {"status": "blocked", "width": None, "height": None, "http_status": None, "content_type": None,
+           "reason": "no image URL"}
+
+
+def _images_of(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield from body.get("images") or []
+    for rel in body.get("related") or []:
+        yield from rel.get("images") or []
+
+
+def _stub(rel: RelatedItem, drop: Drop) -> Draft:
+    body: dict[str, Any] = {
+        "title": rel.title,
+        "excerpt": rel.excerpt,
+        "category": None,
+        "type": rel.type,
+        "quality": rel.quality,
+        "heat": None,
+        "published": None,
+        "published_at": _iso(rel.published_at),
+        "web_url": rel.web_url,
+        "original_url": None,
+        "source_id": None,
+        "provider": _provider(rel.provider),
+        "topics": [],
+        "extra": jsonable(rel.model_extra or {}),
+        "images": [_image(im) for im in rel.images],
+        "related": [],
+    }
+    return Draft(url=canonical_url(rel.web_url), stub=True, sha256=_sha256({"body": body}),
+                 order_mtime_ns=drop.mtime_ns, order_name=drop.name, secured=None, body=body)
+
+
+def _related(rel: RelatedItem) -> dict[str, Any]:
+    """A related entry as cited, plus its canonical URL (``resolved`` is decided when exported)."""
+    out: dict[str, Any] = {
+        "url": canonical_url(rel.web_url),
+        "title": rel.title,
+        "excerpt": rel.excerpt,
+        "published_at": _iso(rel.published_at),
+        "web_url": rel.web_url,
+        "type": rel.type,
+        "provider": _provider(rel.provider),
+        "quality": rel.quality,
+        "images": [_image(im) for im in rel.images],
+    }
+    if rel.model_extra:
+        out["extra"] = jsonable(rel.model_extra)
+    return out
+
+
+def _image(im: ImageRef) -> dict[str, Any]:
+    out: dict[str, Any] = {"url": im.url, "declared_width": im.width, "declared_height": im.height,
+                           "is_cached": im.is_cached, "status": None, "width": None, "height": None,
+                           "http_status": None, "content_type": None}
+    if im.model_extra:
+        out["extra"] = jsonable(im.model_extra)
+    return out
+
+
+def _provider(p: Provider | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    out: dict[str, Any] = {"name": p.name, "domain": p.domain}
+    if p.model_extra:
+        out["extra"] = jsonable(p.model_extra)
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else value.isoformat().replace("+00:00", "Z")
+
+
+def _sha256(value: Any) -> str:
+    # Hash of the data, not its spelling: the same item written in flow style or block style hashes the same.
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()

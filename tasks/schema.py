@@ -1,0 +1,74 @@
+"""The store's tables (SQLAlchemy Core). Changing them means a new Alembic revision in tasks/migrations/versions."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+# One row per item identity (canonical webUrl): a full record, or a stub known only from citations.
+items = Table(
+    "items",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("url", Text, nullable=False, unique=True),
+    Column("stub", Boolean, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    # The drop that last won, for "the later drop wins" (file mtime, then file name).
+    Column("order_mtime_ns", BigInteger, nullable=False),
+    Column("order_name", Text, nullable=False),
+    Column("title", Text),
+    Column("published_at", DateTime(timezone=True)),
+    Column("source_id", String(64)),
+    Column("secured", Text),  # opaque; kept byte for byte, never logged
+    Column("body", Json, nullable=False),  # every other record field, as exported
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The ledger: one row per drop (a file seen at a path with a size and mtime), from discovery to its outcome.
+drops = Table(
+    "drops",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("key", String(64), nullable=False, unique=True),
+    Column("run_id", String(64), nullable=False),
+    Column("origin", String(16), nullable=False),  # watch | ingest
+    Column("name", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("mtime_ns", BigInteger, nullable=False),
+    # discovered -> queued -> published | unchanged | failed
+    Column("state", String(16), nullable=False),
+    Column("stage", String(16)),
+    Column("reason", Text),
+    Column("item_url", Text),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("discovered_at", DateTime(timezone=True), nullable=False),
+    Column("queued_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("finalized_at", DateTime(timezone=True)),  # moved to processed/ or failed/ (or kept, or deleted)
+    Column("final_path", Text),
+)
+Index("drops_state", drops.c.state, drops.c.queued_at)
+Index("drops_run", drops.c.run_id, drops.c.state)
+Index("drops_unfinalized", drops.c.origin, drops.c.finalized_at, drops.c.state)
+
+DONE_STATES = ("published", "unchanged", "failed")

@@ -1,0 +1,314 @@
+"""The store: all SQL lives here. PostgreSQL in production, SQLite embedded, behind the same code.
+
+Publishing is one transaction per batch: the records and the ledger outcomes of its drops commit together, so a
+crash leaves either all of a batch or none of it, and a redelivered batch finds its drops done and changes nothing.
+Concurrency: rows are locked in URL order (SELECT ... FOR UPDATE on PostgreSQL; SQLite serializes writers with
+BEGIN IMMEDIATE); two batches creating the same new URL at once collide on the unique index and the loser retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+
+from tasks.errors import StoreUnavailable
+from tasks.records import Draft, Normalized
+from tasks.schema import DONE_STATES, drops, items
+from tasks.upsert import Applied, apply_drafts
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _Collision(Exception):
+    """Another transaction created one of our new URLs first: start over."""
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each backend needs for many writers."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        _sqlite_serialized_writes(engine)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4)
+
+
+def _sqlite_serialized_writes(engine: Engine) -> None:
+    # pysqlite's own transaction handling starts a deferred transaction, which can deadlock two writers that
+    # both read first; BEGIN IMMEDIATE takes the write lock up front. WAL lets readers go on meanwhile.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Store:
+    """Records and the drop ledger, in one database."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- transactions -------------------------------------------------------------------------------------------
+
+    def transaction(self, work: Callable[[Connection], T], attempts: int = 6) -> T:
+        """Run ``work`` in a transaction, retrying collisions, deadlocks and dropped connections with backoff."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.engine.begin() as conn:
+                    return work(conn)
+            except _Collision:
+                logger.debug("store: url collision, retrying (attempt %d)", attempt)
+            except OperationalError as exc:
+                if attempt == attempts:
+                    raise StoreUnavailable(f"store: {_short(exc)}") from exc
+                logger.warning("store: transient error, retrying (attempt %d): %s", attempt, _short(exc))
+            time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))  # noqa: S311 (jitter)
+        raise StoreUnavailable("store: gave up after repeated collisions")
+
+    # -- the ledger ----------------------------------------------------------------------------------------------
+
+    def register_drops(self, rows: Sequence[dict[str, Any]], run_id: str, origin: str) -> list[str]:
+        """Insert drops as queued, skipping keys already known; return the keys this call inserted."""
+        if not rows:
+            return []
+        stamp = now()
+        values = [{**r, "run_id": run_id, "origin": origin, "state": "queued", "attempts": 1,
+                   "discovered_at": stamp, "queued_at": stamp} for r in rows]
+
+        def work(conn: Connection) -> list[str]:
+            stmt = self._insert(drops).values(values).on_conflict_do_nothing(index_elements=["key"])
+            return [k for (k,) in conn.execute(stmt.returning(drops.c.key))]
+
+        return self.transaction(work)
+
+    def requeue(self, keys: Sequence[str]) -> None:
+        """Mark drops queued again (a lost task, or a replay): their outcome is cleared."""
+        if keys:
+            self.transaction(lambda conn: conn.execute(
+                update(drops).where(drops.c.key.in_(keys)).values(
+                    state="queued", stage=None, reason=None, queued_at=now(), finished_at=None,
+                    finalized_at=None, attempts=drops.c.attempts + 1)))
+
+    def stale_queued(self, older_than: datetime, limit: int = 1000) -> list[dict[str, Any]]:
+        """Drops queued before ``older_than`` with no outcome: their task may have been lost."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(drops).where(drops.c.state == "queued", drops.c.queued_at < older_than)
+                                .order_by(drops.c.queued_at).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def failed_drops(self) -> list[dict[str, Any]]:
+        """Drops whose latest outcome is failed, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(drops).where(drops.c.state == "failed").order_by(drops.c.finished_at))
+            return [dict(r._mapping) for r in rows]
+
+    def run_counts(self, run_id: str) -> Counter[str]:
+        """Drops of one run by state."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(drops.c.state, func.count()).where(drops.c.run_id == run_id)
+                                .group_by(drops.c.state))
+            return Counter({state: n for state, n in rows})
+
+    def state_counts(self, since: datetime | None = None) -> Counter[str]:
+        """All drops by state (finished since ``since``, for the finished states, when given)."""
+        stmt = select(drops.c.state, func.count()).group_by(drops.c.state)
+        if since is not None:
+            stmt = stmt.where((drops.c.finished_at >= since) | (drops.c.state.not_in(DONE_STATES)))
+        with self.engine.connect() as conn:
+            return Counter({state: n for state, n in conn.execute(stmt)})
+
+    def oldest_queued(self) -> datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.min(drops.c.queued_at)).where(drops.c.state == "queued")).scalar()
+        return _utc(value)
+
+    def recent_failures(self, limit: int = 5) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(drops.c.name, drops.c.stage, drops.c.reason, drops.c.finished_at)
+                                .where(drops.c.state == "failed").order_by(drops.c.finished_at.desc()).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def finished_unfinalized(self, origin: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Done drops whose file has not been moved yet (the watcher moves them only after this commit)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(drops).where(drops.c.origin == origin, drops.c.finalized_at.is_(None),
+                                                    drops.c.state.in_(DONE_STATES)).limit(limit))
+            return [dict(r._mapping) for r in rows]
+
+    def mark_finalized(self, key: str, final_path: str | None) -> None:
+        self.transaction(lambda conn: conn.execute(
+            update(drops).where(drops.c.key == key).values(finalized_at=now(), final_path=final_path)))
+
+    def known_keys(self, keys: Iterable[str]) -> set[str]:
+        keys = list(keys)
+        if not keys:
+            return set()
+        with self.engine.connect() as conn:
+            return {k for (k,) in conn.execute(select(drops.c.key).where(drops.c.key.in_(keys)))}
+
+    # -- publishing ----------------------------------------------------------------------------------------------
+
+    def publish(self, batch: Sequence[Normalized], failures: Sequence[dict[str, Any]]) -> dict[str, str]:
+        """Write a batch's records and every drop's outcome in one transaction; return key -> outcome.
+
+        Drops already finished (a redelivered task) are skipped: a task delivered twice counts once.
+        A batch that the database refuses as data (not as an outage) is split, so one bad drop fails alone.
+        """
+        try:
+            return self.transaction(lambda conn: self._publish(conn, batch, failures))
+        except (IntegrityError, DBAPIError) as exc:
+            if isinstance(exc, OperationalError) or len(batch) + len(failures) <= 1:
+                raise
+            logger.warning("store: batch refused (%s); publishing its drops one by one", _short(exc))
+            return self._publish_one_by_one(batch, failures)
+
+    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[dict[str, Any]]) -> dict[str, str]:
+        outcomes = self.publish([], failures) if failures else {}
+        for n in batch:
+            try:
+                outcomes.update(self.publish([n], []))
+            except (IntegrityError, DBAPIError) as exc:
+                if isinstance(exc, OperationalError):
+                    raise
+                fail = {**n["drop"], "stage": "publish", "reason": f"the store refused the record: {_short(exc)}"}
+                outcomes.update(self.publish([], [fail]))
+        return outcomes
+
+    def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[dict[str, Any]]
+                 ) -> dict[str, str]:
+        keys = [n["drop"]["key"] for n in batch] + [f["key"] for f in failures]
+        finished = self._finished(conn, keys)
+        todo = [n for n in batch if n["drop"]["key"] not in finished]
+        stamp = now()
+        current = self._lock_items(conn, todo)
+        applied = apply_drafts(current, todo)
+        self._write_items(conn, applied, stamp)
+        outcomes: dict[str, str] = {}
+        for n in todo:
+            key = n["drop"]["key"]
+            outcomes[key] = applied.outcomes[key]
+            self._finish_drop(conn, n["drop"], applied.outcomes[key], stamp, item_url=n["record"]["url"])
+        for f in failures:
+            if f["key"] not in finished:
+                outcomes[f["key"]] = "failed"
+                self._finish_drop(conn, f, "failed", stamp, stage=f["stage"], reason=f["reason"])
+        return outcomes
+
+    def _finished(self, conn: Connection, keys: list[str]) -> set[str]:
+        if not keys:
+            return set()
+        rows = conn.execute(select(drops.c.key).where(drops.c.key.in_(keys), drops.c.state.in_(DONE_STATES)))
+        return {k for (k,) in rows}
+
+    def _lock_items(self, conn: Connection, batch: Sequence[Normalized]) -> dict[str, dict[str, Any]]:
+        urls = sorted({d["url"] for n in batch for d in (n["record"], *n["stubs"])})
+        if not urls:
+            return {}
+        cols = [items.c.url, items.c.stub, items.c.version, items.c.content_sha256, items.c.order_mtime_ns,
+                items.c.order_name]
+        stmt = select(*cols).where(items.c.url.in_(urls)).order_by(items.c.url).with_for_update()
+        return {r.url: dict(r._mapping) for r in conn.execute(stmt)}
+
+    def _write_items(self, conn: Connection, applied: Applied, stamp: datetime) -> None:
+        new = [_row(d, version, stamp) for d, version in applied.created]
+        if new:
+            stmt = self._insert(items).values(new).on_conflict_do_nothing(index_elements=["url"])
+            inserted = {u for (u,) in conn.execute(stmt.returning(items.c.url))}
+            if len(inserted) != len(new):
+                raise _Collision
+        for d, version in applied.updated:
+            values = _row(d, version, stamp)
+            del values["first_seen_at"]
+            conn.execute(update(items).where(items.c.url == d["url"]).values(values))
+        for url, order in applied.reordered:
+            conn.execute(update(items).where(items.c.url == url).values(
+                order_mtime_ns=order[0], order_name=order[1]))
+
+    def _finish_drop(self, conn: Connection, drop: dict[str, Any], state: str, stamp: datetime,
+                     item_url: str | None = None, stage: str | None = None, reason: str | None = None) -> None:
+        values = {"state": state, "stage": stage, "reason": reason, "item_url": item_url, "finished_at": stamp}
+        result = conn.execute(update(drops).where(drops.c.key == drop["key"]).values(values))
+        if result.rowcount == 0:  # a drop enqueued without the ledger (e.g. by hand): record it now
+            conn.execute(self._insert(drops).values(
+                key=drop["key"], run_id="adhoc", origin="adhoc", name=drop["name"], path=drop["path"],
+                size=drop["size"], mtime_ns=drop["mtime_ns"], attempts=1, discovered_at=stamp, queued_at=stamp,
+                **values).on_conflict_do_nothing(index_elements=["key"]))
+
+    def _insert(self, table: Any) -> Any:
+        return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
+
+    # -- reading records -------------------------------------------------------------------------------------------
+
+    def export(self) -> Iterator[dict[str, Any]]:
+        """Every record, as the contract's export shape, in creation order."""
+        with self.engine.connect() as conn:
+            full = {u for (u,) in conn.execute(select(items.c.url).where(items.c.stub.is_(False)))}
+            result = conn.execution_options(yield_per=500).execute(select(items).order_by(items.c.id))
+            for row in result:
+                yield _record(row._mapping, full)
+
+    def count_items(self) -> Counter[str]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(items.c.stub, func.count()).group_by(items.c.stub))
+            return Counter({("stubs" if stub else "records"): n for stub, n in rows})
+
+
+def _row(d: Draft, version: int, stamp: datetime) -> dict[str, Any]:
+    body = d["body"]
+    return {"url": d["url"], "stub": d["stub"], "version": version, "content_sha256": d["sha256"],
+            "order_mtime_ns": d["order_mtime_ns"], "order_name": d["order_name"], "title": body.get("title"),
+            "published_at": _parse_ts(body.get("published_at")), "source_id": body.get("source_id"),
+            "secured": d["secured"], "body": body, "first_seen_at": stamp, "updated_at": stamp}
+
+
+def _record(row: Any, full: set[str]) -> dict[str, Any]:
+    body = dict(row["body"])
+    related = [{**rel, "resolved": rel["url"] in full} for rel in body.pop("related", [])]
+    return {"url": row["url"], "stub": row["stub"], **body, "secured": row["secured"], "related": related,
+            "version": row["version"], "content_sha256": row["content_sha256"],
+            "first_seen_at": _iso_us(row["first_seen_at"]), "updated_at": _iso_us(row["updated_at"])}
+
+
+def _parse_ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso_us(value: datetime) -> str:
+    return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")  # type: ignore[union-attr]
+
+
+def _short(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
