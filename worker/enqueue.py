@@ -1,0 +1,110 @@
+"""Turning files into queued drops: read, register in the ledger, send one task chain per batch.
+
+Used by the watcher (live drops) and by `feedworker ingest` (backfill). The ledger insert comes first and only
+the drops it newly inserted are sent, so a rescan or a second watcher never enqueues a file twice; a drop
+whose task is lost stays queued in the ledger and is sent again by `requeue_stale`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from tasks.errors import DropRejected
+from tasks.limits import ParseLimits
+from tasks.pipeline import wire_drop
+from tasks.records import Drop
+from tasks.store import Store, now
+from worker.dropfiles import drop_key
+
+logger = logging.getLogger(__name__)
+
+
+class Enqueuer:
+    """Sends drops for one origin (watch | ingest) and run."""
+
+    def __init__(self, app: Celery, store: Store, limits: ParseLimits, run_id: str, origin: str,
+                 scope: str, max_queue_batches: int = 0) -> None:
+        self.app, self.store, self.limits = app, store, limits
+        self.run_id, self.origin, self.scope = run_id, origin, scope
+        self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
+        self.sent = 0
+
+    def submit(self, paths: Sequence[Path]) -> int:
+        """Register and send these files (one batch); return how many were new to the ledger."""
+        wire = [w for w in (self._wire(p) for p in paths) if w is not None]
+        if not wire:
+            return 0
+        rows = [{k: w[k] for k in ("key", "name", "path", "size", "mtime_ns")} for w in wire]
+        fresh = set(self.store.register_drops(rows, self.run_id, self.origin))
+        wire = [w for w in wire if w["key"] in fresh]
+        if wire:
+            self._wait_for_room()
+            self._send(wire)
+        return len(wire)
+
+    def resend(self, rows: Iterable[dict[str, Any]]) -> int:
+        """Send ledger drops again (lost tasks, replays), reading their files anew."""
+        wire = []
+        for row in rows:
+            path = Path(row.get("final_path") or row["path"])
+            wire.append(self._read(Drop(row["key"], row["name"], str(path), row["size"], row["mtime_ns"]), path))
+        if wire:
+            self.store.requeue([w["key"] for w in wire])
+            self._send(wire)
+        return len(wire)
+
+    def requeue_stale(self, older_than: float) -> int:
+        """Send again the drops queued longer than ``older_than`` seconds with no outcome."""
+        stale = self.store.stale_queued(now() - timedelta(seconds=older_than))
+        if stale:
+            logger.warning("re-enqueueing %d drops whose tasks were lost", len(stale))
+        return self.resend(stale)
+
+    def _wire(self, path: Path) -> dict[str, Any] | None:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return None  # gone before we got to it: nothing to do
+        abspath = path.absolute()
+        key = drop_key(self.scope, abspath, st.st_size, st.st_mtime_ns)
+        drop = Drop(key, path.name, str(abspath), st.st_size, st.st_mtime_ns)
+        return self._read(drop, path)
+
+    def _read(self, drop: Drop, path: Path) -> dict[str, Any]:
+        from tasks.parsing import read_drop
+
+        try:
+            return wire_drop(drop, read_drop(path, self.limits))
+        except DropRejected as exc:  # recorded as a failure by the pipeline, like any refusal
+            return {**drop.as_dict(), "error": exc.summary, "error_stage": exc.stage}
+
+    def _send(self, wire: list[dict[str, Any]]) -> None:
+        from tasks.stages import pipeline
+
+        with self.app.producer_or_acquire() as producer:
+            pipeline(wire).apply_async(producer=producer)
+        self.sent += len(wire)
+
+    def _wait_for_room(self) -> None:
+        """Back pressure: hold while the queue holds more than ``max_queue_batches`` batches."""
+        if not self.max_queue_batches:
+            return
+        while (depth := queue_depth(self.app)) > self.max_queue_batches:
+            logger.debug("queue holds %d batches; waiting", depth)
+            time.sleep(0.2)
+
+
+def queue_depth(app: Celery, queue: str = "feedworker") -> int:
+    """Messages waiting in the queue (not counting the ones workers hold); 0 before the queue exists."""
+    with app.connection_for_write() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except conn.channel_errors:
+            return 0

@@ -1,0 +1,40 @@
+"""The long-lived things a process builds from the settings: the store, the image checker and its cache."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from tasks.images import ImageChecker
+from tasks.imagecache import OutcomeCache
+from tasks.store import Store
+from worker.broker import broker_url
+from worker.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
+
+
+def make_store(settings: Settings | None = None) -> Store:
+    return Store((settings or get_settings()).store_url)
+
+
+def cache_url(settings: Settings) -> str | None:
+    """Image outcomes are cached in Redis: the configured cache, else the broker when it speaks Redis."""
+    if settings.cache_url:
+        return settings.cache_url
+    try:
+        url = broker_url(settings)
+    except Exception:
+        return None
+    return url if url.startswith(("redis://", "rediss://", "unix://")) else None
+
+
+def make_checker(settings: Settings | None = None) -> ImageChecker:
+    settings = settings or get_settings()
+    url = cache_url(settings)
+    cache = None
+    if url:
+        cache = OutcomeCache(redis.Redis.from_url(url), ok_ttl=settings.images.cache_ok_seconds,
+                             gone_ttl=settings.images.cache_gone_seconds)
+    return ImageChecker(settings.images, cache)
