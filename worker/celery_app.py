@@ -60,15 +60,21 @@ def _lazy_broker(settings: Settings) -> str | None:
 app = make_app(get_settings())
 
 
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    """Our structured logs instead of Celery's own set-up (a receiver here tells Celery to leave logging alone)."""
+    from worker.logs import setup_logging
+
+    setup_logging(get_settings())
+
+
 @signals.worker_init.connect
 def _migrate_before_fork(**_: Any) -> None:
     """Bring the schema up to date once per worker, before its pool forks."""
     from tasks.migrate import upgrade
     from tasks.store import Store
-    from worker.logs import setup_logging
 
     settings = get_settings()
-    setup_logging(settings)
     if app.conf.broker_url is None:
         broker_url(settings)  # raises with the reason and what to do
     store = Store(settings.store_url)

@@ -85,6 +85,31 @@ def failures(as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--max-age", type=float, default=600.0, show_default=True,
+              help="Exit 2 when the oldest waiting drop is older than this many seconds.")
+def status(as_json: bool, max_age: float) -> None:
+    """Queue depth, workers, backlog, counts by outcome, recent failures."""
+    from worker.broker import broker_url, ping
+    from worker.celery_app import app
+    from worker.status import gather, render
+
+    settings = _settings()
+    try:
+        broker_ok = ping(broker_url(settings))
+    except FeedworkerError:
+        broker_ok = False
+    data = gather(app, _store(settings), broker_ok)
+    data["broker_reachable"] = broker_ok
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        render(data)
+    age = data["oldest_queued_age_seconds"]
+    sys.exit(2 if age is not None and age > max_age else 0)
+
+
+@main.command()
 def replay() -> None:
     """Re-enqueue failed drops (after a fix or a config change)."""
     from worker.broker import broker_url

@@ -1,0 +1,68 @@
+"""Starting the real commands (celery workers, feedworker subcommands) as a user would, for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+def env_for(broker_url: str, store_url: str, **more: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
+    env.update(FEEDWORKER_BROKER_URL=broker_url, FEEDWORKER_STORE_URL=store_url,
+               FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]', FEEDWORKER_LOG_LEVEL="WARNING",
+               FEEDWORKER_IMAGES__TIMEOUT_SECONDS="3", PATH=f"{BIN}:{env.get('PATH', '')}", **more)
+    return env
+
+
+@contextmanager
+def celery_worker(env: dict[str, str], cwd: Path, name: str = "w1", concurrency: int = 2,
+                  log: Path | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`celery -A worker worker`, as Celery users start one; stopped with a warm shutdown."""
+    out = open(log or cwd / f"{name}.log", "ab")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [str(BIN / "celery"), "-A", "worker", "worker", "-c", str(concurrency), "-n", f"{name}@%h",
+         "--loglevel=WARNING"], env=env, cwd=Path(__file__).parent.parent, stdout=out, stderr=out)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        out.close()
+
+
+def feedworker(env: dict[str, str], *args: str, timeout: float = 120, check: bool = True,
+               cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([str(BIN / "feedworker"), *args], env=env, capture_output=True, text=True,
+                         timeout=timeout, cwd=cwd)
+    if check and res.returncode != 0:
+        raise AssertionError(f"feedworker {' '.join(args)} exited {res.returncode}: {res.stderr[-2000:]}")
+    return res
+
+
+def export(env: dict[str, str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in feedworker(env, "export").stdout.splitlines() if line.strip()]
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not met in {timeout} s")
