@@ -12,7 +12,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -174,7 +174,7 @@ class Store:
 
     # -- publishing ----------------------------------------------------------------------------------------------
 
-    def publish(self, batch: Sequence[Normalized], failures: Sequence[dict[str, Any]]) -> dict[str, str]:
+    def publish(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         """Write a batch's records and every drop's outcome in one transaction; return key -> outcome.
 
         Drops already finished (a redelivered task) are skipped: a task delivered twice counts once.
@@ -188,7 +188,7 @@ class Store:
             logger.warning("store: batch refused (%s); publishing its drops one by one", _short(exc))
             return self._publish_one_by_one(batch, failures)
 
-    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[dict[str, Any]]) -> dict[str, str]:
+    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         outcomes = self.publish([], failures) if failures else {}
         for n in batch:
             try:
@@ -200,7 +200,7 @@ class Store:
                 outcomes.update(self.publish([], [fail]))
         return outcomes
 
-    def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[dict[str, Any]]
+    def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]
                  ) -> dict[str, str]:
         keys = [n["drop"]["key"] for n in batch] + [f["key"] for f in failures]
         finished = self._finished(conn, keys)
@@ -250,7 +250,7 @@ class Store:
             conn.execute(update(items).where(items.c.url == url).values(
                 order_mtime_ns=order[0], order_name=order[1]))
 
-    def _finish_drop(self, conn: Connection, drop: dict[str, Any], state: str, stamp: datetime,
+    def _finish_drop(self, conn: Connection, drop: Mapping[str, Any], state: str, stamp: datetime,
                      item_url: str | None = None, stage: str | None = None, reason: str | None = None) -> None:
         values = {"state": state, "stage": stage, "reason": reason, "item_url": item_url, "finished_at": stamp}
         result = conn.execute(update(drops).where(drops.c.key == drop["key"]).values(values))

@@ -51,7 +51,7 @@ def apply_drafts(current: dict[str, dict[str, Any]], batch: Sequence[Normalized]
                 _apply_stub(state, stub)
     for url, s in state.items():
         if s.draft is not None:  # written with the order it ended on (a later same-content drop may move it)
-            final = Draft(**{**s.draft, "order_mtime_ns": s.order[0], "order_name": s.order[1]})  # type: ignore[typeddict-item]
+            final = Draft(**{**s.draft, "order_mtime_ns": s.order[0], "order_name": s.order[1]})
             (applied.created if s.new else applied.updated).append((final, s.version))
         elif s.reordered:
             applied.reordered.append((url, s.order))

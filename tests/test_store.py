@@ -14,7 +14,8 @@ from tasks.pipeline import Batch, Failure
 from tasks.records import Drop, Normalized, normalize
 from tasks.store import Store
 
-SECURED = "P9C+Wo7uXjFqUO/1D/5pBdIuOrSRbxkhLNxWqOpk1cSml5z2DKS1KZxUh3kZiRHK4qC98Q1avEKp2OCMg4HV3/7e==;JtQtSI/GKvSP0uK3eEHwlA=="
+SECURED = ("P9C+Wo7uXjFqUO/1D/5pBdIuOrSRbxkhLNxWqOpk1cSml5z2DKS1KZxUh3kZiRHK4qC98Q1avEKp2OCMg4HV3/7e=="
+           ";JtQtSI/GKvSP0uK3eEHwlA==")
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def norm(it: Item, n: int, name: str | None = None) -> Normalized:
 
 def publish(store: Store, *ns: Normalized, failed: list[Failure] | None = None) -> dict[str, str]:
     rows = [{k: n["drop"][k] for k in ("key", "name", "path", "size", "mtime_ns")} for n in ns]
-    rows += [{k: f[k] for k in ("key", "name", "path", "size", "mtime_ns")} for f in failed or []]  # type: ignore[literal-required]
+    rows += [{k: f[k] for k in ("key", "name", "path", "size", "mtime_ns")} for f in failed or []]
     store.register_drops(rows, "run", "ingest")
     return store.publish(list(ns), failed or [])
 
@@ -126,7 +127,9 @@ def test_stub_never_overwrites_full_record(store: Store) -> None:
 
 
 def test_stub_carries_latest_citation(store: Store) -> None:
-    cite = lambda t: [{"title": t, "webUrl": "https://y.test/b"}]  # noqa: E731
+    def cite(title: str) -> list[dict[str, Any]]:
+        return [{"title": title, "webUrl": "https://y.test/b"}]
+
     publish(store, norm(item("https://x.test/2", related=cite("Later")), 2))
     publish(store, norm(item("https://x.test/1", related=cite("Earlier")), 1))
     rec = records(store)["https://y.test/b"]

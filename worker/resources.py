@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import redis
-
-from tasks.images import ImageChecker
 from tasks.imagecache import OutcomeCache
+from tasks.images import ImageChecker
+
 from tasks.store import Store
 from worker.broker import broker_url
 from worker.settings import Settings, get_settings

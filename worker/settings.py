@@ -79,7 +79,7 @@ class YamlConfigSource(PydanticBaseSettingsSource):
         path = _config_path()
         if path is None:
             return {}
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)  # noqa: S506 (safe loader)
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
         if data is None:
             return {}
         if not isinstance(data, dict):
