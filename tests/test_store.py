@@ -32,7 +32,7 @@ def item(url: str, title: str = "A title", related: list[dict[str, Any]] | None 
 
 
 def drop(n: int, name: str | None = None) -> Drop:
-    return Drop(key=f"k{n}-{name}", name=name or f"{n:03d}_00000000000000{n:02x}.txt", path=f"/d/{n}",
+    return Drop(key=f"k{n}-{name}", name=name or f"{n:03d}_00000000000000aa.txt", path=f"/d/{n}",
                 size=1, mtime_ns=1_700_000_000_000_000_000 + n)
 
 
@@ -58,13 +58,16 @@ def test_migrations_reach_head_and_are_idempotent(store: Store) -> None:
 
 
 def test_same_content_twice_is_one_unchanged_record(store: Store) -> None:
-    a = norm(item("https://x.test/a"), 1)
-    b = norm(item("http://X.TEST/a#frag"), 2)  # same identity, same data, another drop
+    a = norm(item("https://x.test/a"), 1, name="001_00000000000000aa.txt")
+    b = norm(item("https://x.test/a"), 2, name="002_00000000000000aa.txt")  # the same item dropped again
     assert publish(store, a) == {a["drop"]["key"]: "published"}
     assert publish(store, b) == {b["drop"]["key"]: "unchanged"}
     recs = records(store)
     assert list(recs) == ["https://x.test/a"]
     assert recs["https://x.test/a"]["version"] == 1
+    c = norm(item("http://X.TEST/a#frag"), 3, name="003_00000000000000aa.txt")  # another spelling: same identity
+    assert publish(store, c) == {c["drop"]["key"]: "published"}  # web_url as given changed: a new version
+    assert list(records(store)) == ["https://x.test/a"]
 
 
 def test_changed_item_bumps_version_and_later_drop_wins_in_any_order(store: Store) -> None:
