@@ -56,7 +56,7 @@ def test_name_clash_never_overwrites(tmp_path: Path) -> None:
     third = finalize(tmp_path, drop(tmp_path, "a.txt", "three"), "move").final_path
     day = tmp_path / "processed" / "2024-03-09"
     assert (first, second, third) == (day / "a.txt", day / "a-1.txt", day / "a-2.txt")
-    assert [p.read_text() for p in (first, second, third)] == ["one", "two!", "three"]
+    assert [(day / n).read_text() for n in ("a.txt", "a-1.txt", "a-2.txt")] == ["one", "two!", "three"]
     bad1 = finalize(tmp_path, drop(tmp_path, "b", "x", state="failed", stage="read"), "move").final_path
     bad2 = finalize(tmp_path, drop(tmp_path, "b", "y", state="failed", stage="read"), "move").final_path
     assert (bad1, bad2) == (tmp_path / "failed" / "b", tmp_path / "failed" / "b-1")
