@@ -1,0 +1,110 @@
+"""The outcome cache on a real Redis (a database claimed for this test run, a key prefix per test, cleaned up)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from tasks.imagecache import OutcomeCache
+from tasks.images import ImageChecker, ImageResult
+from tests.test_images import Host, limits
+
+
+@pytest.fixture
+def cache(redis_url: str) -> Iterator[OutcomeCache]:
+    client = redis.Redis.from_url(redis_url)
+    prefix = f"feedworker-test:img:{secrets.token_hex(4)}:"
+    yield OutcomeCache(client, prefix=prefix, ok_ttl=86400, gone_ttl=3600)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def host() -> Iterator[Host]:
+    h = Host()
+    yield h
+    h.close()
+
+
+def run(cache: OutcomeCache | None, urls: list[str], **kw: object) -> dict[str, ImageResult]:
+    with ImageChecker(limits(**kw), cache) as checker:
+        return checker.check_many(urls)
+
+
+def test_a_second_call_makes_no_request(host: Host, cache: OutcomeCache) -> None:
+    urls = [host.url("/ok/640/360/a.png"), host.url("/html/b.png"), host.url("/status/404/c.png"),
+            host.url("/status/410/d.png")]
+    first = run(cache, urls)
+    requests = sum(host.hits.values())
+    second = run(cache, urls)
+    assert second == first and sum(host.hits.values()) == requests == 4
+    assert first[urls[0]]["width"] == 640
+
+
+def test_good_answers_for_a_day_gone_for_an_hour(host: Host, cache: OutcomeCache) -> None:
+    ok, gone, not_image = host.url("/ok/1/1/a.png"), host.url("/status/404/a.png"), host.url("/liar/1/1/a.png")
+    run(cache, [ok, gone, not_image])
+    ttl = {url: cache.client.ttl(cache.key(url, "allow=127.0.0.1/32")) for url in (ok, gone, not_image)}
+    assert 86000 < ttl[ok] <= 86400 and 86000 < ttl[not_image] <= 86400
+    assert 3500 < ttl[gone] <= 3600
+
+
+def test_transient_failures_and_refusals_are_never_cached(host: Host, cache: OutcomeCache) -> None:
+    urls = [host.url("/status/500/a.png"), host.url("/status/429/a.png"), host.url("/stall/a.png"),
+            "http://127.0.0.1:9/refused.png", "ftp://example.com/a.png"]
+    run(cache, urls, retries=0, timeout_seconds=0.5)
+    assert cache.get_many(urls, "allow=127.0.0.1/32") == {}
+    run(cache, urls, retries=0, timeout_seconds=0.5)
+    assert host.paths["/status/500/a.png"] == host.paths["/status/429/a.png"] == host.paths["/stall/a.png"] == 2
+
+
+def test_answers_reached_under_another_allow_list_are_not_reused(host: Host, cache: OutcomeCache) -> None:
+    url = host.url("/ok/2/2/a.png")
+    assert run(cache, [url])[url]["status"] == "ok"
+    assert run(cache, [url], allow_networks=[])[url]["status"] == "blocked"  # not the cached "ok"
+
+
+def test_duplicates_in_a_batch_are_one_lookup_and_one_fetch(host: Host, cache: OutcomeCache) -> None:
+    url = host.url("/ok/3/3/a.png")
+    assert list(run(cache, [url, url, url])) == [url] and host.paths["/ok/3/3/a.png"] == 1
+
+
+def test_unreadable_entries_are_misses(host: Host, cache: OutcomeCache) -> None:
+    url = host.url("/ok/4/4/a.png")
+    cache.client.set(cache.key(url, "allow=127.0.0.1/32"), b"{not json")
+    assert run(cache, [url])[url]["width"] == 4 and host.paths["/ok/4/4/a.png"] == 1
+
+
+def test_redis_down_means_checking_without_the_cache_and_not_asking_again_for_a_while(host: Host) -> None:
+    broken = socket.create_server(("127.0.0.1", 0))  # a "Redis" that hangs up on every connection, counting them
+    attempts = []
+
+    def hang_up() -> None:
+        while True:
+            try:
+                conn, _ = broken.accept()
+            except OSError:
+                return
+            attempts.append(1)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    client = redis.Redis(host="127.0.0.1", port=broken.getsockname()[1], retry=Retry(NoBackoff(), 0))
+    down = OutcomeCache(client, pause=60)
+    url = host.url("/ok/5/5/a.png")
+    try:
+        assert run(down, [url])[url]["status"] == "ok" and not down.available
+        tried = len(attempts)
+        assert run(down, [url])[url]["status"] == "ok" and host.paths["/ok/5/5/a.png"] == 2
+        assert tried >= 1 and len(attempts) == tried  # the second call did not even try Redis
+    finally:
+        broken.close()
