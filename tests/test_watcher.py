@@ -1,0 +1,299 @@
+"""The watcher on a real folder (inotify), a real Redis broker and a real store: what it takes, when, and how often.
+
+What went out is read from the broker itself: the parse messages waiting in the queue carry each drop's name
+and bytes, so "enqueued once" and "never half-written" are checked on what a worker would receive.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select
+
+from tasks.migrate import upgrade
+from tasks.schema import drops
+from tasks.store import Store
+from tests.processes import BIN, celery_worker, env_for, export, wait_for
+from worker.celery_app import make_app
+from worker.settings import Settings, WatchSettings
+from worker.watcher import DropWatcher
+
+GOOD = "---\ntitle: {title}\nwebUrl: https://news.test/{slug}\nquality: 5\n---\nbody\n"
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield redis_url
+    client.flushdb()
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+def settings_for(broker: str, store_url: str, **watch: Any) -> Settings:
+    opts: dict[str, Any] = {"settle_seconds": 0.3, "rescan_seconds": 60.0, "batch_window_ms": 10, **watch}
+    return Settings(broker_url=broker, store_url=store_url, watch=WatchSettings(**opts))
+
+
+def new_watcher(folder: Path, settings: Settings) -> DropWatcher:
+    store = Store(settings.store_url)
+    upgrade(store)
+    return DropWatcher(folder, settings.watch, store, make_app(settings), settings)
+
+
+@contextmanager
+def running(watcher: DropWatcher) -> Iterator[DropWatcher]:
+    thread = threading.Thread(target=watcher.run, daemon=True)
+    thread.start()
+    time.sleep(0.3)  # the observer is up (files dropped earlier are the start scan's)
+    try:
+        yield watcher
+    finally:
+        watcher.stop.set()
+        thread.join(10)
+        assert not thread.is_alive()
+        watcher.store.dispose()
+
+
+def sent(broker: str) -> list[dict[str, Any]]:
+    """The drops in the parse messages waiting in the queue (name, path, bytes)."""
+    out: list[dict[str, Any]] = []
+    for raw in redis.Redis.from_url(broker).lrange("feedworker", 0, -1):
+        msg = json.loads(raw)
+        if msg["headers"]["task"] == "feedworker.parse":
+            args = json.loads(base64.b64decode(msg["body"]))[0]
+            out.extend({**w, "bytes": base64.b64decode(w["data"])} for w in args[0])
+    return out
+
+
+def sent_names(broker: str) -> Counter[str]:
+    return Counter(w["name"] for w in sent(broker))
+
+
+def drop_renamed(folder: Path, name: str, text: str) -> Path:
+    tmp = folder / f".{name}.part"
+    tmp.write_text(text)
+    os.rename(tmp, folder / name)
+    return folder / name
+
+
+def ledger(store_url: str) -> list[dict[str, Any]]:
+    store = Store(store_url)
+    try:
+        with store.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(drops))]
+    finally:
+        store.dispose()
+
+
+def test_renamed_file_is_taken_at_once_temp_and_dot_files_never(tmp_path: Path, broker: str,
+                                                                  store_url: str) -> None:
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    with running(new_watcher(folder, settings_for(broker, store_url))):
+        (folder / "a.txt.part").write_text(GOOD.format(title="A", slug="a"))
+        (folder / ".hidden.txt").write_text("x")
+        (folder / "b.tmp").write_text("x")
+        (folder / "c.txt~").write_text("x")
+        time.sleep(0.8)
+        assert sent_names(broker) == Counter()
+        started = time.monotonic()
+        os.rename(folder / "a.txt.part", folder / "a.txt")
+        wait_for(lambda: sent_names(broker) == Counter({"a.txt": 1}), 2, interval=0.01)
+        assert time.monotonic() - started < 0.5  # no settle wait for a renamed file
+        time.sleep(0.5)
+    assert sent_names(broker) == Counter({"a.txt": 1})
+    assert [r["name"] for r in ledger(store_url)] == ["a.txt"]
+
+
+def test_in_place_writer_is_waited_for_never_taken_half_written(tmp_path: Path, broker: str,
+                                                                 store_url: str) -> None:
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    text = GOOD.format(title="Slow", slug="slow").encode() * 40
+    with running(new_watcher(folder, settings_for(broker, store_url, settle_seconds=0.3))):
+        with open(folder / "slow.txt", "wb") as f:
+            f.write(text[: len(text) // 2])
+            f.flush()
+            time.sleep(1.0)  # over three times the settle time, with the writer still holding the file open
+            assert sent_names(broker) == Counter()
+            f.write(text[len(text) // 2:])
+        closed = time.monotonic()
+        wait_for(lambda: sent_names(broker), 2, interval=0.01)
+        assert time.monotonic() - closed < 0.5  # the close shortens the wait
+        # Written in two opens, close together (a shell's `>` then `>>`): the reopen resets the grace.
+        with open(folder / "twice.txt", "wb") as f:
+            f.write(text[:100])
+        with open(folder / "twice.txt", "ab") as f:
+            f.write(text[100:])
+        wait_for(lambda: "twice.txt" in sent_names(broker), 2, interval=0.01)
+    got = {w["name"]: w["bytes"] for w in sent(broker)}
+    assert got == {"slow.txt": text, "twice.txt": text}
+
+
+def test_scan_alone_settles_files_without_events(tmp_path: Path, broker: str, store_url: str) -> None:
+    """The reconciling scan with no event source at all (NFS, bind mounts): a growing file waits until it holds
+    still for the settle time."""
+    folder = tmp_path / "drops"
+    (folder / "sub").mkdir(parents=True)
+    watcher = new_watcher(folder, settings_for(broker, store_url, rescan_seconds=0.2, settle_seconds=0.4))
+    watcher.app.set_current()
+    (folder / "sub" / "done.txt").write_text(GOOD.format(title="Done", slug="done"))
+    grower = folder / "grows.txt"
+    grower.write_text("---\n")
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # grows every 0.1 s: never still for 0.4 s
+        with open(grower, "a") as f:
+            f.write("title: x\n")
+        watcher.turn()
+        time.sleep(0.1)
+    assert sent_names(broker) == Counter({"done.txt": 1})
+
+    def both_sent() -> bool:
+        watcher.turn()
+        return sent_names(broker) == Counter({"done.txt": 1, "grows.txt": 1})
+
+    wait_for(both_sent, 3, interval=0.05)
+    assert next(w for w in sent(broker) if w["name"] == "grows.txt")["bytes"] == grower.read_bytes()
+    watcher.store.dispose()
+
+
+def test_restart_finds_files_dropped_while_stopped_and_sends_nothing_twice(tmp_path: Path, broker: str,
+                                                                          store_url: str) -> None:
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    settings = settings_for(broker, store_url, after="keep")
+    with running(new_watcher(folder, settings)):
+        for i in range(3):
+            drop_renamed(folder, f"live{i}.txt", GOOD.format(title=f"L{i}", slug=f"l{i}"))
+        wait_for(lambda: sum(sent_names(broker).values()) == 3, 3)
+    for i in range(3):  # while nobody watches
+        drop_renamed(folder, f"down{i}.txt", GOOD.format(title=f"D{i}", slug=f"d{i}"))
+    (folder / "nested" / "deeper").mkdir(parents=True)
+    (folder / "nested" / "deeper" / "n.txt").write_text(GOOD.format(title="N", slug="n"))
+    with running(new_watcher(folder, settings)):
+        wait_for(lambda: sum(sent_names(broker).values()) == 7, 3)
+        time.sleep(0.5)
+    names = sent_names(broker)
+    assert set(names.values()) == {1}
+    assert set(names) == {f"live{i}.txt" for i in range(3)} | {f"down{i}.txt" for i in range(3)} | {"n.txt"}
+    assert len(ledger(store_url)) == 7
+
+
+def test_symlinks_are_never_followed_out_of_the_folder(tmp_path: Path, broker: str, store_url: str) -> None:
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "secret.txt").write_text(GOOD.format(title="Secret", slug="secret"))
+    (outside / "dir" / "other.txt").write_text(GOOD.format(title="Other", slug="other"))
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    (folder / "early-link.txt").symlink_to(outside / "secret.txt")
+    (folder / "early-dir").symlink_to(outside / "dir")
+    with running(new_watcher(folder, settings_for(broker, store_url, rescan_seconds=0.3))):
+        (folder / "link.txt").symlink_to(outside / "secret.txt")
+        (folder / "linked-dir").symlink_to(outside / "dir", target_is_directory=True)
+        tmp_link = folder / ".renamed.part"
+        tmp_link.symlink_to(outside / "secret.txt")
+        os.rename(tmp_link, folder / "renamed-link.txt")  # a symlink renamed into place is still a symlink
+        drop_renamed(folder, "real.txt", GOOD.format(title="Real", slug="real"))
+        time.sleep(1.2)  # several rescans
+    assert sent_names(broker) == Counter({"real.txt": 1})
+    assert [r["name"] for r in ledger(store_url)] == ["real.txt"]
+
+
+def test_reserved_folders_and_non_recursive_watch(tmp_path: Path, broker: str, store_url: str) -> None:
+    folder = tmp_path / "drops"
+    for sub in ("processed/2024-01-01", "failed", "sub"):
+        (folder / sub).mkdir(parents=True)
+    with running(new_watcher(folder, settings_for(broker, store_url, recursive=False, rescan_seconds=0.3))):
+        drop_renamed(folder / "processed" / "2024-01-01", "old.txt", "x")
+        drop_renamed(folder / "failed", "bad.txt", "x")
+        drop_renamed(folder / "sub", "nested.txt", "x")
+        drop_renamed(folder, "top.txt", GOOD.format(title="Top", slug="top"))
+        time.sleep(1.0)
+    assert sent_names(broker) == Counter({"top.txt": 1})
+
+
+def test_lost_task_is_sent_again(tmp_path: Path, broker: str, store_url: str) -> None:
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    with running(new_watcher(folder, settings_for(broker, store_url, requeue_after_seconds=1.0))):
+        drop_renamed(folder, "a.txt", GOOD.format(title="A", slug="a"))
+        wait_for(lambda: sent_names(broker) == Counter({"a.txt": 1}), 2)
+        redis.Redis.from_url(broker).flushdb()  # the broker lost it (a flush, a crash without persistence)
+        wait_for(lambda: sent_names(broker) == Counter({"a.txt": 1}), 5)
+    [row] = ledger(store_url)
+    assert row["attempts"] == 2 and row["state"] == "queued"
+
+
+def test_files_move_only_after_their_outcome_committed(tmp_path: Path, broker: str, store_url: str) -> None:
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    env = env_for(broker, store_url)
+    with running(new_watcher(folder, settings_for(broker, store_url))):
+        drop_renamed(folder, "good.txt", GOOD.format(title="Good", slug="good"))
+        drop_renamed(folder, "bad.txt", "---\ntitle: ''\nwebUrl: https://news.test/bad\n---\n")
+        time.sleep(1.5)  # queued, but no worker yet: no outcome, so nothing moves
+        assert sorted(p.name for p in folder.iterdir()) == ["bad.txt", "good.txt"]
+        assert {r["state"] for r in ledger(store_url)} == {"queued"}
+        with celery_worker(env, tmp_path, concurrency=1):
+            wait_for(lambda: not (folder / "good.txt").exists() and not (folder / "bad.txt").exists(), 20)
+            wait_for(lambda: all(r["finalized_at"] for r in ledger(store_url)), 5)
+    [moved] = list((folder / "processed").glob("*/good.txt"))
+    assert moved.read_text() == GOOD.format(title="Good", slug="good")
+    assert [r["title"] for r in export(env)] == ["Good"]
+    report = json.loads((folder / "failed" / "bad.txt.error.json").read_text())
+    assert report["stage"] == "parse" and "title" in report["reason"]
+    assert (folder / "failed" / "bad.txt").exists()
+    rows = {r["name"]: r for r in ledger(store_url)}
+    assert rows["good.txt"]["state"] == "published" and rows["good.txt"]["final_path"] == str(moved)
+    assert rows["bad.txt"]["final_path"] == str(folder / "failed" / "bad.txt")
+
+
+def test_two_watcher_processes_on_one_folder_enqueue_each_file_once(tmp_path: Path, broker: str,
+                                                                   pg_url: str) -> None:
+    from tests.conftest import fresh_pg_database
+
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    for i in range(5):  # both start scans see these
+        drop_renamed(folder, f"early{i}.txt", GOOD.format(title=f"E{i}", slug=f"e{i}"))
+    with fresh_pg_database() as store:
+        env = env_for(broker, store, FEEDWORKER_WATCH__AFTER="keep", FEEDWORKER_WATCH__SETTLE_SECONDS="0.3",
+                      FEEDWORKER_WATCH__RESCAN_SECONDS="0.5")
+        Store(store).dispose()
+        procs = [subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+        try:
+            wait_for(lambda: sum(sent_names(broker).values()) == 5, 20)
+            for i in range(30):
+                drop_renamed(folder, f"live{i}.txt", GOOD.format(title=f"L{i}", slug=f"l{i}"))
+                time.sleep(0.01)
+            wait_for(lambda: sum(sent_names(broker).values()) == 35, 10)
+            time.sleep(1.2)  # a couple of rescans by both
+        finally:
+            for p in procs:
+                p.send_signal(signal.SIGTERM)
+            codes = [p.wait(15) for p in procs]
+        logs = [p.stdout.read().decode() if p.stdout else "" for p in procs]
+        assert codes == [0, 0], logs
+        names = sent_names(broker)
+        assert len(names) == 35 and set(names.values()) == {1}
+        assert len(ledger(store)) == 35
