@@ -25,7 +25,8 @@ def drop_key(scope: str, path: Path, size: int, mtime_ns: int) -> str:
 
 
 def walk(root: Path, recursive: bool = True, skip_reserved: bool = True) -> Iterator[os.DirEntry[str]]:
-    """Candidate regular files under ``root``, streamed (no full listing in memory), symlinks never followed."""
+    """Candidate files under ``root``, streamed (no full listing in memory). Symlinks are never followed: a
+    symlink is yielded like a file so that reading it refuses it, and the refusal is listed with its name."""
     stack = [root]
     while stack:
         folder = stack.pop()
@@ -38,7 +39,7 @@ def walk(root: Path, recursive: bool = True, skip_reserved: bool = True) -> Iter
                         top = folder == root and entry.name in RESERVED_DIRS
                         if recursive and not (skip_reserved and top):
                             stack.append(Path(entry.path))
-                    elif entry.is_file(follow_symlinks=False):
+                    elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                         yield entry
         except FileNotFoundError:
             continue  # a folder removed while we walked it

@@ -69,7 +69,7 @@ class Enqueuer:
 
     def _wire(self, path: Path) -> dict[str, Any] | None:
         try:
-            st = path.stat()
+            st = path.lstat()  # the link itself, never its target: reading refuses a symlink
         except FileNotFoundError:
             return None  # gone before we got to it: nothing to do
         abspath = path.absolute()
