@@ -51,20 +51,20 @@ def _secured_shape(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
-Int64 = Annotated[int, Field(ge=-INT64 - 1, le=INT64)]
-Url = Annotated[str, AfterValidator(_http_url)]
-Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
-NonEmpty = Annotated[str, AfterValidator(lambda s: _non_empty(s))]
-
-
 def _non_empty(value: str) -> str:
     if not value.strip():
         raise ValueError("must not be empty")
     return value
 
 
+Int64 = Annotated[int, Field(ge=-INT64 - 1, le=INT64)]
+Url = Annotated[str, AfterValidator(_http_url)]
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+NonEmpty = Annotated[str, AfterValidator(_non_empty)]
+
+
 def _list_of(item: Any) -> Any:
-    return Annotated[list[item], BeforeValidator(_none_to_list)]  # type: ignore[valid-type]
+    return Annotated[list[item], BeforeValidator(_none_to_list)]
 
 
 class Lossless(BaseModel):
