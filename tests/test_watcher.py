@@ -66,7 +66,7 @@ def running(watcher: DropWatcher) -> Iterator[DropWatcher]:
     try:
         yield watcher
     finally:
-        watcher.stop.set()
+        watcher.stop()
         thread.join(10)
         assert not thread.is_alive()
         watcher.store.dispose()

@@ -74,7 +74,7 @@ class _Queue(FileSystemEventHandler):
 
 
 class DropWatcher:
-    """Watches one drop folder and feeds an Enqueuer; ``run`` until ``stop`` is set."""
+    """Watches one drop folder and feeds an Enqueuer: ``run`` until ``stop()``."""
 
     def __init__(self, root: Path, watch: WatchSettings, store: Store, app: Celery, settings: Settings) -> None:
         self.root = root.resolve()
@@ -92,7 +92,12 @@ class DropWatcher:
         self._scan: Iterator[os.DirEntry[str]] | None = None
         self._next_scan = self._next_finalize = self._next_requeue = 0.0
         self._pause_until = 0.0
-        self.stop = threading.Event()
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return (from any thread): it sends what is complete, then stops."""
+        self.stopping.set()
+        self.events.put(FileSystemEvent(""))  # wake the loop now rather than at its next deadline
 
     # -- the loop ------------------------------------------------------------------------------------------------
 
@@ -106,7 +111,7 @@ class DropWatcher:
         logger.info("watching %s (settle %.2f s, rescan every %.0f s, after: %s)", self.root,
                     self.cfg.settle_seconds, self.cfg.rescan_seconds, self.cfg.after)
         try:
-            while not self.stop.is_set():
+            while not self.stopping.is_set():
                 self.turn(wait=True)
             self._flush(time.monotonic(), force=True)  # what is complete goes out; the rest waits for a restart
         finally:
@@ -176,7 +181,7 @@ class DropWatcher:
                 return
 
     def _on_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
+        if event.is_directory or not event.src_path and not event.dest_path:
             return  # a folder moved in brings created events for its files (and the next scan walks it)
         now_m = time.monotonic()
         kind, src = event.event_type, _path(event.src_path)
@@ -370,7 +375,7 @@ def watch_main(settings: Settings, drop_dir: Path) -> int:
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
         logger.info("watcher: %s received, stopping", signal.Signals(signum).name)
-        watcher.stop.set()
+        watcher.stop()
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)

@@ -1,0 +1,167 @@
+"""`feedworker run DIR` as a new user runs it: nothing configured (no broker, no store), a fresh folder.
+
+It must start the embedded broker and a SQLite store in the working folder, turn dropped files into records, put
+them away, stop cleanly on SIGTERM (exit 0) and lose nothing across a stop in the middle of work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+from tests.corpus import write_corpus
+from tests.imagehost import png, serve_images
+from tests.processes import BIN, feedworker, wait_for
+from worker.broker import ping
+
+pytestmark = pytest.mark.slow
+
+
+def user_env(**more: str) -> dict[str, str]:
+    """A user's environment: no FEEDWORKER_* settings but the test's loopback image host and short timings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDWORKER_", "FLOWER_"))}
+    env.update(PATH=f"{BIN}:{env.get('PATH', '')}", FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]',
+               FEEDWORKER_IMAGES__TIMEOUT_SECONDS="5", FEEDWORKER_WATCH__SETTLE_SECONDS="0.3",
+               FEEDWORKER_LOG_LEVEL="INFO", **more)
+    return env
+
+
+@contextmanager
+def feedworker_run(cwd: Path, env: dict[str, str], *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    log: IO[bytes] = open(cwd / "run.log", "ab")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen([str(BIN / "feedworker"), "run", "drops", *args], cwd=cwd, env=env, stdout=log,
+                            stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: (cwd / ".feedworker" / "broker.url").is_file() or proc.poll() is not None, 30)
+        assert proc.poll() is None, (cwd / "run.log").read_text()[-3000:]
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def stop(proc: subprocess.Popen[bytes], cwd: Path, timeout: float = 60) -> None:
+    url = (cwd / ".feedworker" / "broker.url").read_text().strip()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout) == 0, (cwd / "run.log").read_text()[-3000:]
+    assert not (cwd / ".feedworker" / "broker.url").exists()
+    assert not ping(url), "the embedded broker outlived `feedworker run`"
+
+
+def drop_all(src: Path, drops: Path, spacing: float = 0.03) -> None:
+    """Each file in by atomic rename (its mtime kept: drop order), one at a time."""
+    for path in sorted(src.iterdir()):
+        tmp = drops / f".{path.name}.part"
+        shutil.copy2(path, tmp)
+        os.rename(tmp, drops / path.name)
+        time.sleep(spacing)
+
+
+def export(cwd: Path) -> list[dict[str, Any]]:
+    """`feedworker export` from the run's folder: its SQLite store, nothing configured."""
+    out = feedworker(user_env(), "export", cwd=cwd).stdout
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def leftovers(drops: Path) -> list[str]:
+    return sorted(p.name for p in drops.iterdir() if p.name not in ("processed", "failed"))
+
+
+def ledger_states(cwd: Path) -> dict[str, str]:
+    with sqlite3.connect(cwd / "feedworker.db") as conn:
+        return dict(conn.execute("SELECT name, state FROM drops"))
+
+
+def test_run_on_embedded_defaults(tmp_path: Path, httpserver: HTTPServer) -> None:
+    ans = write_corpus(tmp_path / "corpus", serve_images(httpserver))
+    env = user_env()
+    with feedworker_run(tmp_path, env, "-c", "2") as run:
+        # A second worker, started as any Celery user starts one, on the embedded broker (found through
+        # .feedworker/broker.url): the embedded Valkey serves several worker processes and nodes at once.
+        extra_log = open(tmp_path / "extra.log", "wb")  # noqa: SIM115
+        extra = subprocess.Popen([str(BIN / "celery"), "-A", "worker", "worker", "-c", "1", "-n", "extra@%h",
+                                  "--without-mingle", "--without-gossip"], cwd=tmp_path, env=env,
+                                 stdout=extra_log, stderr=subprocess.STDOUT)
+        try:
+            wait_for(lambda: "ready" in (tmp_path / "extra.log").read_text(), 30)
+            drop_all(tmp_path / "corpus", tmp_path / "drops", spacing=0.1)
+            wait_for(lambda: not leftovers(tmp_path / "drops"), 60)
+        finally:
+            extra.send_signal(signal.SIGTERM)
+            extra.wait(30)
+            extra_log.close()
+        stop(run, tmp_path)
+    assert "feedworker.parse" in (tmp_path / "extra.log").read_text()  # the extra node took its share
+    run_log = (tmp_path / "run.log").read_text()
+    assert "feedworker.parse" in run_log  # and so did run's own worker
+    records = export(tmp_path)
+    assert sorted(r["title"] for r in records if not r["stub"]) == sorted(ans.titles)
+    processed = {p.name for p in (tmp_path / "drops" / "processed").glob("*/*")}
+    assert processed == {p.name for p in (tmp_path / "corpus").iterdir()} - set(ans.refused)
+    failed = {p.name for p in (tmp_path / "drops" / "failed").iterdir()}
+    assert failed == set(ans.refused) | {f"{n}.error.json" for n in ans.refused}
+    secured = next(r["secured"] for r in records if not r["stub"])
+    assert secured not in run_log
+
+    # Files dropped while it is stopped are found when it starts again (the embedded broker restarts on its data).
+    (tmp_path / "corpus2").mkdir()
+    text = (tmp_path / "corpus" / "000_0000000000000000.txt").read_text()
+    (tmp_path / "corpus2" / "late.txt").write_text(text.replace("Story 0 café", "Late story"))
+    drop_all(tmp_path / "corpus2", tmp_path / "drops")
+    with feedworker_run(tmp_path, env, "-c", "1") as run:
+        wait_for(lambda: not leftovers(tmp_path / "drops"), 30)
+        stop(run, tmp_path)
+    assert "Late story" in {r["title"] for r in export(tmp_path)}
+
+
+def test_sigterm_in_the_middle_of_work_loses_nothing(tmp_path: Path, httpserver: HTTPServer) -> None:
+    def slow_image(_request: Request) -> Response:
+        time.sleep(1.0)
+        return Response(png(4, 3), content_type="image/png")
+
+    httpserver.expect_request("/slow.png").respond_with_handler(slow_image)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        img = httpserver.url_for(f"/slow.png?n={i}")
+        (src / f"{i:03d}_{i:016x}.txt").write_text(
+            f"---\ntitle: Slow {i}\nwebUrl: https://news.test/slow-{i}\nimages:\n  - url: {img}\n---\n")
+    env = user_env()
+    with feedworker_run(tmp_path, env, "-c", "1") as run:
+        time.sleep(3)  # the worker is up
+        drop_all(src, tmp_path / "drops", spacing=0.05)  # six chains, each about 1 s of image check
+        wait_for(lambda: "published" in ledger_states(tmp_path).values(), 20)
+        stop(run, tmp_path)
+    states = ledger_states(tmp_path)
+    assert len(states) == 6
+    assert "queued" in states.values(), "stopped too late to test anything"
+    with feedworker_run(tmp_path, env, "-c", "2") as run:
+        wait_for(lambda: set(ledger_states(tmp_path).values()) == {"published"}, 30)
+        wait_for(lambda: not leftovers(tmp_path / "drops"), 10)
+        stop(run, tmp_path)
+    assert sorted(r["title"] for r in export(tmp_path)) == [f"Slow {i}" for i in range(6)]
+
+
+def test_a_second_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
+    env = user_env()
+    with feedworker_run(tmp_path, env, "-c", "1") as run:
+        second = subprocess.run([str(BIN / "feedworker"), "run", "drops"], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=30)
+        assert second.returncode != 0
+        assert "another `feedworker run`" in second.stderr
+        stop(run, tmp_path)

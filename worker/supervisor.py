@@ -1,0 +1,296 @@
+"""`feedworker run DROP_DIR`: the whole job in one supervised command.
+
+Starts, in order: the embedded broker when no ``FEEDWORKER_BROKER_URL`` is set (worker/broker.py), the store's
+migrations, a Celery worker (``celery -A worker worker``, a child process that forks its own pool), Flower with
+``--flower``, and the watcher (a thread of this process). A child that dies unexpectedly is started again after a
+backoff (1 s, doubling to 30 s; reset once it has run a minute); so is the watcher thread.
+
+SIGTERM or Ctrl-C stops it in the order that loses nothing: the watcher first (no new drops), then the worker
+with a warm shutdown (running tasks finish, reserved ones go back to the queue), then Flower, then the embedded
+broker (SIGTERM: it flushes its append-only file). Whatever was queued is still queued next time: in the broker's
+append-only file and in the ledger. A second signal makes the worker's shutdown cold (its unfinished tasks come
+back through the visibility timeout). Children run in their own sessions, so Ctrl-C reaches only this process,
+and they are told to stop if it dies (Linux parent-death signal).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from tasks.migrate import upgrade
+from tasks.store import Store
+from worker.broker import EmbeddedBroker, ping, url_file
+from worker.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER = 1.0, 30.0, 60.0
+FLOWER_ADDRESS = "127.0.0.1"  # `run` serves Flower on loopback only; FLOWER_PORT moves it (default 5555)
+
+# Run before exec in each child: die with the supervisor (PR_SET_PDEATHSIG survives exec), even if it already
+# died between fork and here.
+_LAUNCHER = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)\n"
+    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
+    "os.execv(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+@dataclass
+class Child:
+    """One supervised process: how to start it, and its restart state."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    stop_signal: signal.Signals = signal.SIGTERM
+    stop_timeout: float = 10.0
+    proc: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    backoff: float = BACKOFF_FIRST
+    restart_at: float | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        launcher = [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
+        self.proc = subprocess.Popen([*launcher, *self.argv], env=self.env, stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.started, self.restart_at = time.monotonic(), None
+        logger.info("started %s (pid %d)", self.name, self.proc.pid)
+
+    def check(self, now: float) -> None:
+        """Start it again if it died: at once the first time, then with a doubling backoff."""
+        if self.proc is None:
+            return
+        code = self.proc.poll()
+        if code is None:
+            if now - self.started > HEALTHY_AFTER:
+                self.backoff = BACKOFF_FIRST
+            return
+        if self.restart_at is None:
+            self.restart_at = now + self.backoff
+            logger.error("%s exited with code %s; starting it again in %.0f s", self.name, code, self.backoff)
+            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
+        elif now >= self.restart_at:
+            self.restarts += 1
+            self.start()
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def wait(self, timeout: float) -> None:
+        """Wait for it to exit; kill it after ``timeout``."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            logger.warning("%s did not stop within %.0f s; killing it", self.name, timeout)
+            self.proc.kill()
+            self.proc.wait()
+
+
+@dataclass
+class WatcherThread:
+    """The watcher in a thread of this process, restarted with a backoff if it raises."""
+
+    make: Callable[[], Any]  # () -> DropWatcher
+    watcher: Any = None
+    thread: threading.Thread | None = None
+    failed_at: float | None = None
+    backoff: float = BACKOFF_FIRST
+    errors: list[BaseException] = field(default_factory=list)
+
+    def start(self) -> None:
+        self.watcher = self.make()
+        self.thread = threading.Thread(target=self._run, name="watcher", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.watcher.run()
+        except BaseException as exc:
+            logger.exception("the watcher stopped on an error")
+            self.errors.append(exc)
+            self.failed_at = time.monotonic()
+
+    def check(self, now: float) -> None:
+        if self.failed_at is not None and now >= self.failed_at + self.backoff:
+            self.failed_at = None
+            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
+            self.start()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        if self.thread is not None:
+            self.thread.join(timeout)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, drop_dir: Path, flower: bool, concurrency: int | None) -> None:
+        self.settings, self.drop_dir = settings, drop_dir
+        self.flower, self.concurrency = flower, concurrency or settings.worker_concurrency
+        self.broker: EmbeddedBroker | None = None
+        self.broker_url = ""
+        self.children: list[Child] = []
+        self.watcher: WatcherThread | None = None
+        self.store: Store | None = None
+        self.stopping = threading.Event()
+        self.signals = 0
+        self._lock: IO[str] | None = None
+
+    # -- start ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.drop_dir.mkdir(parents=True, exist_ok=True)
+        self.broker_url = self.settings.broker_url or self._start_embedded_broker()
+        self.store = Store(self.settings.store_url)
+        upgrade(self.store)
+        env = {**os.environ, "FEEDWORKER_BROKER_URL": self.broker_url}
+        self.children.append(Child("celery worker", self._worker_argv(), env,
+                                   stop_timeout=self.settings.task_time_limit + 10.0))
+        if self.flower:
+            self.children.append(Child("flower", self._flower_argv(), self._flower_env(env), stop_timeout=5.0))
+        for child in self.children:
+            child.start()
+        self.watcher = WatcherThread(self._make_watcher)
+        self.watcher.start()
+        logger.info("feedworker run: watching %s with %d worker processes; broker %s; store %s%s",
+                    self.drop_dir, self.concurrency, "embedded" if self.broker else "configured",
+                    self.store.engine.url.render_as_string(hide_password=True),
+                    f"; Flower on http://{FLOWER_ADDRESS}:{env.get('FLOWER_PORT', '5555')}" if self.flower else "")
+
+    def _start_embedded_broker(self) -> str:
+        """Take the state folder (one `feedworker run` per folder), stop an orphan of a killed run, start ours."""
+        state = self.settings.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        self._lock = open(state / "run.lock", "a+")  # noqa: SIM115 (held for the life of the process)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if we die
+        except BlockingIOError:
+            raise SystemExit(f"feedworker: another `feedworker run` is using {state.resolve()}; "
+                             "stop it, or run from another folder") from None
+        _stop_orphan_broker(url_file(self.settings))
+        self.broker = EmbeddedBroker(state)
+        return self.broker.start()
+
+    def _worker_argv(self) -> list[str]:
+        return [sys.executable, "-m", "celery", "-A", "worker", "worker", "-c", str(self.concurrency),
+                "-n", f"feedworker-{os.getpid()}@%h", f"--loglevel={self.settings.log_level.upper()}",
+                "--without-mingle", "--without-gossip"]
+
+    def _flower_argv(self) -> list[str]:
+        argv = [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--address={FLOWER_ADDRESS}"]
+        auth = flower_basic_auth(self.settings)
+        if auth:
+            argv.append(f"--basic_auth={auth}")
+        return argv
+
+    def _flower_env(self, env: dict[str, str]) -> dict[str, str]:
+        if flower_basic_auth(self.settings) or env.get("FLOWER_BASIC_AUTH"):
+            return env
+        # No credentials: Flower's API answers only with this set. It is bound to loopback, so only local
+        # programs reach it (see README: set FEEDWORKER_FLOWER_BASIC_AUTH to require a password).
+        return {**env, "FLOWER_UNAUTHENTICATED_API": "true"}
+
+    def _make_watcher(self) -> Any:
+        from worker.celery_app import app
+        from worker.watcher import DropWatcher
+
+        app.conf.broker_url = self.broker_url
+        assert self.store is not None
+        return DropWatcher(self.drop_dir, self.settings.watch, self.store, app, self.settings)
+
+    # -- run and stop ------------------------------------------------------------------------------------------------
+
+    def on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.signals += 1
+        if self.signals == 1:
+            logger.info("%s received: stopping (the watcher, then the workers, then the broker)",
+                        signal.Signals(signum).name)
+            self.stopping.set()
+        else:
+            logger.warning("second signal: workers stop now; their unfinished tasks return to the queue")
+            for child in self.children:
+                child.signal(signal.SIGQUIT if child.name == "celery worker" else signal.SIGTERM)
+
+    def supervise(self) -> None:
+        while not self.stopping.wait(0.5):
+            now = time.monotonic()
+            for child in self.children:
+                child.check(now)
+            if self.watcher is not None:
+                self.watcher.check(now)
+
+    def shutdown(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        for child in self.children:
+            child.signal(child.stop_signal)  # all at once: the worker drains while Flower and the rest stop
+        for child in self.children:
+            child.wait(child.stop_timeout)
+        if self.store is not None:
+            self.store.dispose()
+        if self.broker is not None:
+            self.broker.stop()
+        if self._lock is not None:
+            self._lock.close()
+        logger.info("feedworker run: stopped")
+
+
+def flower_basic_auth(settings: Settings) -> str | None:
+    """``user:password`` for Flower from the settings (FEEDWORKER_FLOWER_BASIC_AUTH), if any."""
+    value = getattr(settings, "flower_basic_auth", None)
+    if value is None:
+        return None
+    secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
+    return str(secret) or None
+
+
+def _stop_orphan_broker(path: Path) -> None:
+    """A run that was killed leaves its embedded broker running on our data: shut it down (it flushes its
+    append-only file first) before starting ours on the same folder."""
+    if not path.is_file():
+        return
+    url = path.read_text(encoding="utf-8").strip()
+    if not ping(url, 0.5):
+        return
+    import redis
+
+    logger.warning("stopping the embedded broker a killed `feedworker run` left running")
+    client = redis.Redis.from_url(url, socket_timeout=5)
+    with contextlib.suppress(redis.ConnectionError, OSError):  # it closes the connection as it goes down
+        client.shutdown()
+    for _ in range(100):
+        if not ping(url, 0.2):
+            return
+        time.sleep(0.05)
+
+
+def run_main(settings: Settings, drop_dir: Path, flower: bool = False, concurrency: int | None = None) -> int:
+    """`feedworker run`: 0 after a clean stop on SIGTERM / Ctrl-C."""
+    sup = Supervisor(settings, drop_dir, flower, concurrency)
+    signal.signal(signal.SIGTERM, sup.on_signal)
+    signal.signal(signal.SIGINT, sup.on_signal)
+    try:
+        sup.start()
+        sup.supervise()
+    finally:
+        sup.shutdown()
+    return 0
