@@ -89,6 +89,7 @@ class DropWatcher:
         self.retry: list[Path] = []  # a batch whose submit failed part-way
         self.known: set[str] = set()  # keys the ledger holds: a rescan skips them without a query
         self.missing_since: dict[str, float] = {}
+        self.symlinks: set[Path] = set()  # already reported
         self._scan: Iterator[os.DirEntry[str]] | None = None
         self._next_scan = self._next_finalize = self._next_requeue = 0.0
         self._pause_until = 0.0
@@ -181,7 +182,7 @@ class DropWatcher:
                 return
 
     def _on_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory or not event.src_path and not event.dest_path:
+        if event.is_directory or (not event.src_path and not event.dest_path):
             return  # a folder moved in brings created events for its files (and the next scan walks it)
         now_m = time.monotonic()
         kind, src = event.event_type, _path(event.src_path)
@@ -227,6 +228,9 @@ class DropWatcher:
             path = Path(entry.path)
             if path in self.tracker or path in self.batch:
                 continue
+            if entry.is_symlink():
+                self._skip_symlink(path)
+                continue
             try:
                 st = entry.stat(follow_symlinks=False)
             except FileNotFoundError:
@@ -241,6 +245,13 @@ class DropWatcher:
                 if key not in self.known:
                     self.tracker.seen(path, st, now_m, wall)
 
+    def _skip_symlink(self, path: Path) -> None:
+        """Symlinks are never followed, so never drops: said once per path (a rescan meets them again)."""
+        if path not in self.symlinks and len(self.symlinks) < 10_000:
+            self.symlinks.add(path)
+            logger.warning("ignoring %s: a symbolic link (drops must be regular files; links are not followed)",
+                           path, extra={"file": path.name})
+
     def key(self, path: Path, st: os.stat_result) -> str:
         return drop_key(self.scope, path, st.st_size, st.st_mtime_ns)
 
@@ -252,6 +263,9 @@ class DropWatcher:
         except (FileNotFoundError, NotADirectoryError):
             return
         self.tracker.forget(path)
+        if stat.S_ISLNK(st.st_mode):
+            self._skip_symlink(path)
+            return
         if not stat.S_ISREG(st.st_mode) or self.key(path, st) in self.known:
             return
         self.batch[path] = None
