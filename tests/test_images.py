@@ -12,13 +12,17 @@ import asyncio
 import base64
 import io
 import multiprocessing
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import zlib
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -56,6 +60,7 @@ class Host:
         self.hits: Counter[str] = Counter()
         self.paths: Counter[str] = Counter()
         self.files: dict[str, tuple[bytes, str]] = {}
+        self.seen: dict[str, dict[str, str]] = {}  # request headers, by path
         self.arrivals: list[tuple[float, str]] = []
         self.connections = self.in_flight = self.max_in_flight = self.sent = 0
         self.loop = asyncio.new_event_loop()
@@ -92,6 +97,7 @@ class Host:
                 self.hits[parts[0]] += 1
                 self.paths[path] += 1
                 self.arrivals.append((time.monotonic(), path))
+                self.seen[path] = headers
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
                 try:
@@ -115,6 +121,8 @@ class Host:
             self._image(writer, body, ctype, headers)
         elif kind == "status":
             self._send(writer, int(parts[1]), b"no image here\n", {"Content-Type": "text/plain"})
+        elif kind == "cookie":
+            self._send(writer, 200, png(2, 2), {"Content-Type": "image/png", "Set-Cookie": "track=me; Path=/"})
         elif kind == "html":
             self._send(writer, 200, b"<!doctype html><html><body>a page</body></html>", {"Content-Type": "text/html"})
         elif kind == "liar":
@@ -266,6 +274,27 @@ def test_jpeg_with_300_kib_of_metadata_before_its_frame_header(host: Host) -> No
     host.files["fat.jpg"] = (body, "image/jpeg")
     result = check_one(host.url("/file/fat.jpg"))
     assert (result["status"], result["width"], result["height"]) == ("ok", 1200, 630)
+
+
+def test_requests_ask_for_the_first_bytes_unencoded_and_carry_no_cookies(host: Host) -> None:
+    results = check([host.url("/cookie/a.png"), host.url("/ok/2/2/b.png")], per_host=1)
+    assert {r["status"] for r in results.values()} == {"ok"}
+    sent = host.seen["/ok/2/2/b.png"]
+    assert sent["range"] == f"bytes=0-{ImageLimits().max_bytes - 1}" and sent["accept-encoding"] == "identity"
+    assert sent["user-agent"] == ImageLimits().user_agent and "cookie" not in sent
+
+
+def test_proxy_settings_in_the_environment_are_ignored(host: Host, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = Host()
+    try:
+        for name in ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "ALL_PROXY", "all_proxy"):
+            monkeypatch.setenv(name, proxy.url("/"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert check_one(host.url("/ok/3/3/a.png"))["status"] == "ok"
+        assert proxy.connections == 0 and host.paths["/ok/3/3/a.png"] == 1
+    finally:
+        proxy.close()
 
 
 def test_duplicates_are_checked_once(host: Host) -> None:
@@ -433,6 +462,35 @@ def test_policy_refusals_are_not_retried(host: Host) -> None:
     resolver = StaticResolver({"loop.test": ["127.0.0.1"]})
     check_one(host.url("/ok/1/1/a.png", host="loop.test"), resolver, allow_networks=[], retries=3)
     assert resolver.asked["loop.test"] == 1 and host.connections == 0
+
+
+def test_an_untrusted_certificate_is_unreachable_and_not_retried(tmp_path: Path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a self-signed certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-days",
+                    "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True, timeout=60)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        handshakes = []
+
+        def serve() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                handshakes.append(1)
+                try:
+                    context.wrap_socket(conn, server_side=True).close()
+                except (ssl.SSLError, OSError):
+                    conn.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        result = check_one(f"https://127.0.0.1:{listener.getsockname()[1]}/a.png", retries=2)
+    assert result["status"] == "unreachable" and (result["reason"] or "").startswith("TLS: ")
+    assert "CERTIFICATE_VERIFY_FAILED" in (result["reason"] or "") and len(handshakes) == 1
 
 
 # -------------------------------------------------------------------------------- concurrency and connections
