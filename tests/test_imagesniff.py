@@ -87,6 +87,20 @@ def test_jpeg_with_300_kib_of_icc_and_exif_before_the_frame_header() -> None:
     assert Image.open(io.BytesIO(data)).size == (1200, 630)
 
 
+def test_jpeg_with_300_kib_of_exif_and_xmp_segments_before_the_frame_header() -> None:
+    """EXIF is capped at one 64 KiB APP1 by Pillow's writer; real files stack APP1 EXIF/XMP segments: splice some."""
+    exif = Image.Exif()
+    exif[0x010E] = "y" * 60_000
+    plain = save(Image.new("RGB", (1920, 1080)), "JPEG", exif=exif.tobytes())
+    xmp = b"http://ns.adobe.com/xap/1.0/\x00" + b"<x:xmpmeta>" + b" " * 60_000 + b"</x:xmpmeta>"
+    segment = b"\xff\xe1" + struct.pack(">H", len(xmp) + 2) + xmp
+    data = plain[:2] + segment * 5 + plain[2:]
+    assert data.index(b"\xff\xc0") > 300 * 1024
+    assert sniff(data[: 300 * 1024]) is None
+    assert sniff_complete(data) == ImageSize("JPEG", 1920, 1080)
+    assert Image.open(io.BytesIO(data)).size == (1920, 1080)
+
+
 def test_gif_grows_to_hold_its_first_frame_as_pillow_does() -> None:
     screen = b"GIF89a" + struct.pack("<HHBBB", 10, 10, 0, 0, 0)
     descriptor = b"\x2c" + struct.pack("<HHHHB", 5, 6, 20, 30, 0)
