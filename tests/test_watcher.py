@@ -297,3 +297,17 @@ def test_two_watcher_processes_on_one_folder_enqueue_each_file_once(tmp_path: Pa
         names = sent_names(broker)
         assert len(names) == 35 and set(names.values()) == {1}
         assert len(ledger(store)) == 35
+
+
+def test_batches_grow_while_workers_are_behind(tmp_path: Path, broker: str, store_url: str) -> None:
+    """No worker: the queue fills, so the watcher holds batches (up to a quarter second) to send fewer chains."""
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    with running(new_watcher(folder, settings_for(broker, store_url, batch_window_ms=10))):
+        for i in range(30):
+            drop_renamed(folder, f"{i:02d}.txt", GOOD.format(title=f"T{i}", slug=f"t{i}"))
+            time.sleep(0.03)
+        wait_for(lambda: sum(sent_names(broker).values()) == 30, 3)
+    chains = redis.Redis.from_url(broker).llen("feedworker")
+    assert 4 <= chains <= 12, chains  # about one chain per drop until four wait, then a chain per quarter second
+    assert set(sent_names(broker).values()) == {1}

@@ -160,15 +160,15 @@ class Supervisor:
     def start(self) -> None:
         self.drop_dir.mkdir(parents=True, exist_ok=True)
         self.broker_url = self.settings.broker_url or self._start_embedded_broker()
-        self.store = Store(self.settings.store_url)
-        upgrade(self.store)
         env = {**os.environ, "FEEDWORKER_BROKER_URL": self.broker_url}
         self.children.append(Child("celery worker", self._worker_argv(), env,
                                    stop_timeout=self.settings.task_time_limit + 10.0))
         if self.flower:
             self.children.append(Child("flower", self._flower_argv(), self._flower_env(env), stop_timeout=5.0))
-        for child in self.children:
+        for child in self.children:  # first: a worker takes seconds to boot (it migrates too, under a lock)
             child.start()
+        self.store = Store(self.settings.store_url)
+        upgrade(self.store)
         self.watcher = WatcherThread(self._make_watcher)
         self.watcher.start()
         logger.info("feedworker run: watching %s with %d worker processes; broker %s; store %s%s",
