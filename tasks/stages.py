@@ -19,24 +19,34 @@ from kombu.utils.json import register_type
 from tasks.errors import TransientError
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
 from tasks.store import Store
+from worker import metrics
 
 logger = logging.getLogger(__name__)
 
 
 class Sealed:
-    """A batch between stages. JSON on the wire (registered with kombu); its repr names files only."""
+    """A batch between stages. JSON on the wire (registered with kombu); its repr names files only.
+    ``started`` (epoch seconds, when parsing began) gives each drop's logged duration."""
 
-    __slots__ = ("data",)
+    __slots__ = ("data", "started")
 
-    def __init__(self, data: Batch) -> None:
-        self.data = data
+    def __init__(self, data: Batch, started: float | None = None) -> None:
+        self.data, self.started = data, started
 
     def __repr__(self) -> str:
         names = [n["drop"]["name"] for n in self.data["ok"]] + [f["name"] for f in self.data["failed"]]
         return describe(names)
 
 
-register_type(Sealed, "feedworker.batch", lambda s: s.data, Sealed)
+def _encode(s: Sealed) -> dict[str, Any]:
+    return {**s.data, "started": s.started}
+
+
+def _decode(d: dict[str, Any]) -> Sealed:
+    return Sealed(Batch(ok=d["ok"], failed=d["failed"]), d.get("started"))
+
+
+register_type(Sealed, "feedworker.batch", _encode, _decode)
 
 
 def describe(names: list[str]) -> str:
@@ -69,20 +79,23 @@ def _settings() -> Any:
 
 @shared_task(name="feedworker.parse")
 def parse(wire: list[dict[str, Any]]) -> Sealed:
-    started = time.perf_counter()
-    try:
-        batch = parse_batch(wire, _settings().parse)
-    except SoftTimeLimitExceeded:
-        # Bounded input can't hang the parser; if something still does, fail the batch's drops, don't loop.
-        batch = Batch(ok=[], failed=[failure(w, "parse", "timed out while parsing") for w in wire])
+    started, clock = time.time(), time.perf_counter()
+    with metrics.timed_stage("parse"):
+        try:
+            batch = parse_batch(wire, _settings().parse)
+        except SoftTimeLimitExceeded:
+            # Bounded input can't hang the parser; if something still does, fail the batch's drops, don't loop.
+            batch = Batch(ok=[], failed=[failure(w, "parse", "timed out while parsing") for w in wire])
     logger.info("parse: %d ok, %d refused in %.3fs", len(batch["ok"]), len(batch["failed"]),
-                time.perf_counter() - started)
-    return Sealed(batch)
+                time.perf_counter() - clock)
+    return Sealed(batch, started)
 
 
 @shared_task(name="feedworker.verify")
 def verify(sealed: Sealed) -> Sealed:
-    counts = verify_batch(sealed.data, _Resources.get().checker)
+    with metrics.timed_stage("verify"):
+        counts = verify_batch(sealed.data, _Resources.get().checker)
+    metrics.image_checks(counts)
     logger.info("verify: images %s", counts)
     return sealed
 
@@ -90,13 +103,30 @@ def verify(sealed: Sealed) -> Sealed:
 @shared_task(name="feedworker.publish", bind=True, autoretry_for=(TransientError,), retry_backoff=1,
              retry_backoff_max=20, retry_jitter=True, max_retries=30)
 def publish(self: Any, sealed: Sealed) -> dict[str, int]:
-    outcomes = publish_batch(_Resources.get().store, sealed.data)
+    with metrics.timed_stage("publish"), metrics.timed_store_write("publish"):
+        outcomes = publish_batch(_Resources.get().store, sealed.data)
     summary: dict[str, int] = {}
     for outcome in outcomes.values():
         summary[outcome] = summary.get(outcome, 0) + 1
-    for f in sealed.data["failed"]:
-        logger.warning("drop failed", extra={"file": f["name"], "stage": f["stage"], "reason": f["reason"]})
+    log_outcomes(sealed, outcomes)
     return summary
+
+
+def log_outcomes(sealed: Sealed, outcomes: dict[str, str]) -> None:
+    """One line and one count per drop this delivery finished (a redelivered batch finishes none: counted once).
+    The line holds file, outcome, stage, duration and record URL: never the drop's contents."""
+    duration = round(time.time() - sealed.started, 3) if sealed.started else None
+    for n in sealed.data["ok"]:
+        outcome = outcomes.get(n["drop"]["key"])
+        if outcome is not None:
+            metrics.drop_finished(outcome, "publish")
+            logger.info("drop %s", outcome, extra={"file": n["drop"]["name"], "outcome": outcome, "stage": "publish",
+                                                   "duration": duration, "url": n["record"]["url"]})
+    for f in sealed.data["failed"]:
+        if outcomes.get(f["key"]) == "failed":
+            metrics.drop_finished("failed", f["stage"])
+            logger.warning("drop failed", extra={"file": f["name"], "outcome": "failed", "stage": f["stage"],
+                                                 "duration": duration, "reason": f["reason"]})
 
 
 def pipeline(wire: list[dict[str, Any]]) -> Any:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Celery, signals
+import click
+from celery import Celery, bootsteps, signals
 
 from worker.broker import broker_url
 from worker.settings import Settings, get_settings
@@ -47,7 +48,32 @@ def make_app(settings: Settings) -> Celery:
         worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
         task_default_queue="feedworker",
     )
+    app.user_options["worker"].add(click.Option(
+        ["--metrics-port"], type=int, default=None,
+        help="Serve this worker's /metrics, /livez and /readyz on this port (0: any free port)."))
+    app.steps["worker"].add(MetricsEndpoint)
     return app
+
+
+class MetricsEndpoint(bootsteps.StartStopStep):  # type: ignore[misc]
+    """`celery -A worker worker --metrics-port N`: the worker (all its pool processes) serves its own metrics,
+    for workers on machines without a `feedworker run`. Under `run` the run process serves them instead."""
+
+    def __init__(self, parent: Any, metrics_port: int | None = None, **options: Any) -> None:
+        super().__init__(parent, **options)
+        self.port = metrics_port
+        self.server: Any = None
+
+    def start(self, parent: Any) -> None:
+        if self.port is not None:
+            from worker.metrics import serve
+
+            self.server = serve(self.port, ledger=False)
+
+    def stop(self, parent: Any) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
 
 def _lazy_broker(settings: Settings) -> str | None:
@@ -66,6 +92,29 @@ def _logging(**_: Any) -> None:
     from worker.logs import setup_logging
 
     setup_logging(get_settings())
+
+
+@signals.worker_init.connect
+def _metrics_before_fork(**_: Any) -> None:
+    """One metrics directory for the worker and the pool children it forks (worker/metrics.py)."""
+    from worker.metrics import prepare_multiprocess
+
+    prepare_multiprocess()
+
+
+@signals.worker_process_shutdown.connect
+def _metrics_child_exited(pid: int | None = None, **_: Any) -> None:
+    from worker.metrics import process_exited
+
+    if pid is not None:
+        process_exited(pid)
+
+
+@signals.worker_shutdown.connect
+def _metrics_release(**_: Any) -> None:
+    from worker.metrics import release_multiprocess
+
+    release_multiprocess()
 
 
 @signals.worker_init.connect

@@ -21,6 +21,7 @@ from tasks.limits import ParseLimits
 from tasks.pipeline import wire_drop
 from tasks.records import Drop
 from tasks.store import Store, now
+from worker import metrics
 from worker.dropfiles import drop_key
 
 logger = logging.getLogger(__name__)
@@ -42,7 +43,9 @@ class Enqueuer:
         if not wire:
             return 0
         rows = [{k: w[k] for k in ("key", "name", "path", "size", "mtime_ns")} for w in wire]
-        fresh = set(self.store.register_drops(rows, self.run_id, self.origin))
+        with metrics.timed_store_write("register"):
+            fresh = set(self.store.register_drops(rows, self.run_id, self.origin))
+        metrics.drops_discovered(self.origin, len(fresh))
         wire = [w for w in wire if w["key"] in fresh]
         if wire:
             self._wait_for_room()
@@ -58,6 +61,7 @@ class Enqueuer:
         if wire:
             self.store.requeue([w["key"] for w in wire])
             self._send(wire)
+            metrics.drops_requeued("replay" if self.origin == "replay" else "lost", len(wire))
         return len(wire)
 
     def requeue_stale(self, older_than: float) -> int:
