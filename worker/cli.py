@@ -89,24 +89,65 @@ def failures(as_json: bool) -> None:
 @click.option("--max-age", type=float, default=600.0, show_default=True,
               help="Exit 2 when the oldest waiting drop is older than this many seconds.")
 def status(as_json: bool, max_age: float) -> None:
-    """Queue depth, workers, backlog, counts by outcome, recent failures."""
-    from worker.broker import broker_url, ping
+    """Queues, workers, backlog and its oldest drop, outcomes (last hour/day), the five latest failures.
+
+    Exit code: 0 healthy, 2 the oldest waiting drop is older than --max-age, 1 the store or broker is unreachable.
+    """
+    from tasks.store import Store
     from worker.celery_app import app
-    from worker.status import gather, render
+    from worker.status import exit_code, gather, render
 
     settings = _settings()
+    store = Store(settings.store_url)  # read only: status never migrates (a wrong folder must not get a store)
     try:
-        broker_ok = ping(broker_url(settings))
-    except FeedworkerError:
-        broker_ok = False
-    data = gather(app, _store(settings), broker_ok)
-    data["broker_reachable"] = broker_ok
+        data = gather(settings, app, store)
+    finally:
+        store.dispose()
     if as_json:
         click.echo(json.dumps(data))
     else:
-        render(data)
-    age = data["oldest_queued_age_seconds"]
-    sys.exit(2 if age is not None and age > max_age else 0)
+        render(data, max_age)
+    sys.exit(exit_code(data, max_age))
+
+
+@main.group()
+def health() -> None:
+    """Probes for compose / Kubernetes: exit 0 healthy, 1 not (--json for the details)."""
+
+
+@health.command()
+@click.option("--worker", "worker_name", metavar="NAME",
+              help="Also ping this Celery worker (its node name, e.g. celery@$HOSTNAME) through the broker.")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
+def live(worker_name: str | None, as_json: bool) -> None:
+    """Liveness: the broker answers (and the named worker answers a ping)."""
+    from worker.celery_app import app
+    from worker.health import liveness
+
+    _report(liveness(_settings(), app, worker_name), as_json)
+
+
+@health.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
+def ready(as_json: bool) -> None:
+    """Readiness: the store answers and its schema is current."""
+    from tasks.store import Store
+    from worker.health import readiness
+
+    store = Store(_settings().store_url)
+    try:
+        checks = readiness(store)
+    finally:
+        store.dispose()
+    _report(checks, as_json)
+
+
+def _report(checks: Any, as_json: bool) -> None:
+    from worker.health import as_json as checks_json
+    from worker.health import as_text, healthy
+
+    click.echo(checks_json(checks) if as_json else as_text(checks))
+    sys.exit(0 if healthy(checks) else 1)
 
 
 @main.command()
