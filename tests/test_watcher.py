@@ -311,3 +311,54 @@ def test_batches_grow_while_workers_are_behind(tmp_path: Path, broker: str, stor
     chains = redis.Redis.from_url(broker).llen("feedworker")
     assert 4 <= chains <= 12, chains  # about one chain per drop until four wait, then a chain per quarter second
     assert set(sent_names(broker).values()) == {1}
+
+
+def test_watcher_killed_and_restarted_mid_stream_misses_nothing(tmp_path: Path, broker: str, store_url: str) -> None:
+    """The acceptance's restart: files keep coming while `feedworker watch` is SIGKILLed and started again. Every
+    file becomes one record, is in the ledger once, and is put away; a drop registered just before the kill but
+    never sent comes back through the lost-task requeue."""
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    env = env_for(broker, store_url, FEEDWORKER_WATCH__SETTLE_SECONDS="0.3",
+                  FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS="3")
+
+    def watch() -> subprocess.Popen[bytes]:
+        return subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stream() -> None:
+        for i in range(60):
+            text = GOOD.format(title=f"Stream {i}", slug=f"s{i}")
+            if i % 10 == 9:  # written in place, in two halves
+                with open(folder / f"{i:03d}.txt", "w") as f:
+                    f.write(text[:20])
+                    f.flush()
+                    time.sleep(0.2)
+                    f.write(text[20:])
+            else:
+                drop_renamed(folder, f"{i:03d}.txt", text)
+            time.sleep(1 / 30)
+
+    with celery_worker(env, tmp_path, concurrency=2):
+        first = watch()
+        time.sleep(2)
+        producer = threading.Thread(target=stream)
+        producer.start()
+        time.sleep(0.9)
+        first.kill()
+        first.wait()
+        time.sleep(0.3)
+        second = watch()
+        try:
+            producer.join()
+            wait_for(lambda: len({r["title"] for r in export(env)}) == 60, 30)
+            wait_for(lambda: sorted(p.name for p in folder.iterdir()) == ["processed"], 15)
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(15) == 0
+    records = export(env)
+    assert sorted(r["title"] for r in records) == sorted(f"Stream {i}" for i in range(60))
+    rows = ledger(store_url)
+    assert sorted(r["name"] for r in rows) == sorted(f"{i:03d}.txt" for i in range(60))
+    assert {r["state"] for r in rows} == {"published"}
+    assert len(list((folder / "processed").glob("*/*.txt"))) == 60
