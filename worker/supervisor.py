@@ -154,12 +154,14 @@ class Supervisor:
         self.stopping = threading.Event()
         self.signals = 0
         self._lock: IO[str] | None = None
+        self.metrics: Any = None
 
     # -- start ---------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.drop_dir.mkdir(parents=True, exist_ok=True)
         self.broker_url = self.settings.broker_url or self._start_embedded_broker()
+        self.metrics = self._serve_metrics()  # before the children: they inherit its metrics directory
         env = {**os.environ, "FEEDWORKER_BROKER_URL": self.broker_url}
         self.children.append(Child("celery worker", self._worker_argv(), env,
                                    stop_timeout=self.settings.task_time_limit + 10.0))
@@ -209,6 +211,18 @@ class Supervisor:
         # programs reach it (see README: set FEEDWORKER_FLOWER_BASIC_AUTH to require a password).
         return {**env, "FLOWER_UNAUTHENTICATED_API": "true"}
 
+    def _serve_metrics(self) -> Any:
+        """/metrics, /livez, /readyz on ``metrics_port``: this process's and the worker pool's metrics."""
+        if self.settings.metrics_port is None:
+            return None
+        from worker.metrics import serve
+
+        return serve(self.settings.metrics_port, settings=self.settings, alive=self._watcher_alive)
+
+    def _watcher_alive(self) -> bool:
+        thread = self.watcher.thread if self.watcher is not None else None
+        return thread is None or thread.is_alive()  # None: not started yet
+
     def _make_watcher(self) -> Any:
         from worker.celery_app import app
         from worker.watcher import DropWatcher
@@ -247,6 +261,8 @@ class Supervisor:
             child.wait(child.stop_timeout)
         if self.store is not None:
             self.store.dispose()
+        if self.metrics is not None:
+            self.metrics.stop()
         if self.broker is not None:
             self.broker.stop()
         if self._lock is not None:

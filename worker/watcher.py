@@ -403,6 +403,11 @@ def watch_main(settings: Settings, drop_dir: Path) -> int:
     app.conf.broker_url = broker_url(settings)  # raises, saying what to do, when there is none
     store = Store(settings.store_url)
     upgrade(store)
+    metrics = None
+    if settings.metrics_port is not None:
+        from worker.metrics import serve
+
+        metrics = serve(settings.metrics_port, settings=settings)
     watcher = DropWatcher(drop_dir, settings.watch, store, app, settings)
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -414,5 +419,7 @@ def watch_main(settings: Settings, drop_dir: Path) -> int:
     try:
         watcher.run()
     finally:
+        if metrics is not None:
+            metrics.stop()
         store.dispose()
     return 0
