@@ -235,3 +235,37 @@ def test_label_values_are_bounded() -> None:
     assert bounded("parse", STAGES) == "parse"
     assert bounded("/drops/000_abc.txt", STAGES) == "other"
     assert bounded(None, STAGES) == "other"
+
+
+@pytest.mark.slow
+def test_feedworker_run_serves_the_whole_picture(tmp_path: Path, httpserver: HTTPServer) -> None:
+    """The endpoint of `feedworker run` (metrics_port): the watcher's discoveries, the forked pool's outcomes and
+    the ledger gauges, on one port, scraped while the drops flow."""
+    from tests.test_run import drop_all, feedworker_run, leftovers, stop, user_env
+
+    corpus = write_drops(tmp_path / "corpus", serve_images(httpserver))
+    port = free_port()
+    env = user_env(FEEDWORKER_METRICS_PORT=str(port))
+    with feedworker_run(tmp_path, env, "-c", "2") as run:
+        wait_for(lambda: _answers(port), 30)
+        drop_all(tmp_path / "corpus", tmp_path / "drops", spacing=0.01)
+        totals = []
+
+        def finished() -> bool:
+            samples = scrape(port)
+            totals.append(sum(v for (n, _), v in samples.items() if n == "feedworker_drops_total"))
+            return totals[-1] == corpus.total and not leftovers(tmp_path / "drops")
+
+        wait_for(finished, 60)
+        assert totals == sorted(totals)
+        time.sleep(1.1)  # the ledger and broker gauges are cached for a second
+        after = scrape(port)
+        assert get(port, "/livez")[0] == get(port, "/readyz")[0] == 200
+        stop(run, tmp_path)
+    assert value(after, "feedworker_drops_discovered_total", origin="watch") == 20
+    assert value(after, "feedworker_drops_total", outcome="published", stage="publish") == 17
+    assert value(after, "feedworker_drops_total", outcome="failed", stage="parse") == 2
+    assert value(after, "feedworker_drops_total", outcome="failed", stage="read") == 1
+    assert value(after, "feedworker_image_checks_total", status="ok") == corpus.images["ok"]
+    assert value(after, "feedworker_backlog_drops") == value(after, "feedworker_oldest_queued_age_seconds") == 0
+    assert value(after, "feedworker_workers") == 1 and value(after, "feedworker_broker_up") == 1

@@ -254,7 +254,7 @@ def reap_dead_processes(path: Path) -> None:
 
 
 class LedgerCollector:
-    """Gauges read when Prometheus scrapes (cached a few seconds, so several scrapers cost one read):
+    """Gauges read when Prometheus scrapes (cached a second, so several scrapers at once cost one read):
 
     - ``feedworker_backlog_drops``: drops queued in the ledger with no outcome yet;
     - ``feedworker_oldest_queued_age_seconds``: how long the oldest of them has waited (0 when none waits);
@@ -264,7 +264,7 @@ class LedgerCollector:
     - ``feedworker_broker_up``, ``feedworker_store_up``: 1 when reachable.
     """
 
-    def __init__(self, settings: Any, app: Any, store: Any, cache_seconds: float = 5.0) -> None:
+    def __init__(self, settings: Any, app: Any, store: Any, cache_seconds: float = 1.0) -> None:
         self.settings, self.app, self.store = settings, app, store
         self.cache_seconds = cache_seconds
         self._cached: tuple[float, list[Any]] | None = None
