@@ -396,14 +396,14 @@ def test_a_dns_answer_that_never_comes_is_cut_by_the_dns_deadline() -> None:
     resolver = StaticResolver({"slowdns.test": ["127.0.0.1"]}, delay=5)
     started = time.monotonic()
     result = check_one("http://slowdns.test/a.png", resolver, dns_timeout_seconds=0.2, timeout_seconds=1.0)
-    assert result["status"] == "unreachable" and time.monotonic() - started < 1.5
+    assert result["status"] == "unreachable" and time.monotonic() - started < 2.5  # not the resolver's 5 s
 
 
 def test_huge_body_costs_only_the_first_bytes(host: Host) -> None:
     started = time.monotonic()
     result = check_one(host.url("/huge/a.png"))
     assert (result["status"], result["width"]) == ("ok", 100)
-    assert time.monotonic() - started < 1 and host.sent < 64 * 1024**2  # of 2 GiB declared
+    assert time.monotonic() - started < 3 and host.sent < 64 * 1024**2  # of 2 GiB declared
 
 
 def test_metadata_without_end_stops_at_the_byte_cap(host: Host) -> None:
@@ -419,7 +419,7 @@ def test_slow_drip_cannot_stretch_the_deadline() -> None:
         result = check_one(dripping.url("/stall/a.png"), timeout_seconds=0.8)
         elapsed = time.monotonic() - started
         assert result["status"] == "unreachable" and result["reason"] == "no complete answer within 0.8s"
-        assert 0.7 < elapsed < 1.3
+        assert 0.7 < elapsed < 2.0  # 100,000 bytes at 0.1 s each would take hours
     finally:
         dripping.close()
 
@@ -455,7 +455,7 @@ def test_429_asking_past_the_deadline_is_answered_at_once(host: Host) -> None:
     started = time.monotonic()
     result = check_one(host.url("/ratelimit/120/a.png"), timeout_seconds=3.0)
     assert (result["status"], result["http_status"]) == ("broken", 429)
-    assert host.paths["/ratelimit/120/a.png"] == 1 and time.monotonic() - started < 1
+    assert host.paths["/ratelimit/120/a.png"] == 1 and time.monotonic() - started < 2
 
 
 def test_policy_refusals_are_not_retried(host: Host) -> None:
@@ -498,11 +498,11 @@ def test_per_host_bound_and_a_slow_host_does_not_starve_others(host: Host) -> No
     resolver = StaticResolver({"slow.test": ["127.0.0.1"], "fast.test": ["127.0.0.1"]})
     slow = [host.url(f"/slow/300/5/5/{i}.png", host="slow.test") for i in range(12)]
     fast = [host.url(f"/ok/5/5/{i}.png", host="fast.test") for i in range(6)]
-    started = time.monotonic()
     results = check(slow + fast, resolver, concurrency=4, per_host=2, timeout_seconds=3.0)
     assert {r["status"] for r in results.values()} == {"ok"}
-    fast_done = max(t for t, path in host.arrivals if path.startswith("/ok/")) - started
-    assert fast_done < 0.25  # not queued behind the slow host's 12 x 300 ms
+    first_slow = min(t for t, path in host.arrivals if path.startswith("/slow/"))
+    last_fast = max(t for t, path in host.arrivals if path.startswith("/ok/"))
+    assert last_fast < first_slow + 0.3  # all served before even the first slow answer: not queued behind them
     assert host.max_in_flight <= 4
 
 
