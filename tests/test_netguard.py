@@ -7,6 +7,7 @@ import socket
 from ipaddress import ip_address, ip_network
 
 import pytest
+import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tasks.netguard import (
@@ -115,6 +116,19 @@ def test_url_level_refusals(url: str, reason: str | None) -> None:
         judge_url(url, [])
     if reason is not None:
         assert refused.value.reason == reason
+
+
+@pytest.mark.parametrize("url", ["http://evil.test\\@127.0.0.1/", "http://127.0.0.1#@evil.test/",
+                                 "http://evil.test?@127.0.0.1/", "http://evil.test%2f@127.0.0.1/",
+                                 "http://evil.test:@127.0.0.1/", "http://127.0.0.1%00.evil.test/",
+                                 "http://ex\tample.test/", "http://[::ffff:127.0.0.1]%2f/"])
+def test_parser_confusions_are_refused_or_judged_as_the_connector_will_see_them(url: str) -> None:
+    """The host we judge must be the host aiohttp (yarl) connects to; the resolver and socket hooks back this up."""
+    try:
+        target = judge_url(url, [])
+    except PolicyRefusal:
+        return
+    assert yarl.URL(str(target.url)).raw_host == target.host and target.host == "evil.test"
 
 
 def test_names_pass_to_the_resolver_lower_cased_and_idna_encoded() -> None:
