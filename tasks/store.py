@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -102,8 +102,9 @@ class Store:
                    "discovered_at": stamp, "queued_at": stamp} for r in rows]
 
         def work(conn: Connection) -> list[str]:
-            stmt = self._insert(drops).values(values).on_conflict_do_nothing(index_elements=["key"])
-            return [k for (k,) in conn.execute(stmt.returning(drops.c.key))]
+            # executed for many rows (insertmanyvalues): compiled once, unlike a multi-row .values(...)
+            stmt = self._insert(drops).on_conflict_do_nothing(index_elements=["key"]).returning(drops.c.key)
+            return [k for (k,) in conn.execute(stmt, values)]
 
         return self.transaction(work)
 
@@ -203,28 +204,31 @@ class Store:
     def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]
                  ) -> dict[str, str]:
         keys = [n["drop"]["key"] for n in batch] + [f["key"] for f in failures]
-        finished = self._finished(conn, keys)
+        states = self._ledger_states(conn, keys)
+        finished = {k for k, state in states.items() if state in DONE_STATES}
         todo = [n for n in batch if n["drop"]["key"] not in finished]
         stamp = now()
         current = self._lock_items(conn, todo)
         applied = apply_drafts(current, todo)
         self._write_items(conn, applied, stamp)
         outcomes: dict[str, str] = {}
+        ends: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
         for n in todo:
             key = n["drop"]["key"]
             outcomes[key] = applied.outcomes[key]
-            self._finish_drop(conn, n["drop"], applied.outcomes[key], stamp, item_url=n["record"]["url"])
+            ends.append((n["drop"], _ending(key, outcomes[key], stamp, item_url=n["record"]["url"])))
         for f in failures:
             if f["key"] not in finished:
                 outcomes[f["key"]] = "failed"
-                self._finish_drop(conn, f, "failed", stamp, stage=f["stage"], reason=f["reason"])
+                ends.append((f, _ending(f["key"], "failed", stamp, stage=f["stage"], reason=f["reason"])))
+        self._finish_drops(conn, ends, states, stamp)
         return outcomes
 
-    def _finished(self, conn: Connection, keys: list[str]) -> set[str]:
+    def _ledger_states(self, conn: Connection, keys: list[str]) -> dict[str, str]:
+        """The ledger state of each known key among ``keys``."""
         if not keys:
-            return set()
-        rows = conn.execute(select(drops.c.key).where(drops.c.key.in_(keys), drops.c.state.in_(DONE_STATES)))
-        return {k for (k,) in rows}
+            return {}
+        return {k: state for k, state in conn.execute(select(drops.c.key, drops.c.state).where(drops.c.key.in_(keys)))}
 
     def _lock_items(self, conn: Connection, batch: Sequence[Normalized]) -> dict[str, dict[str, Any]]:
         urls = sorted({d["url"] for n in batch for d in (n["record"], *n["stubs"])})
@@ -236,29 +240,33 @@ class Store:
         return {r.url: dict(r._mapping) for r in conn.execute(stmt)}
 
     def _write_items(self, conn: Connection, applied: Applied, stamp: datetime) -> None:
+        # One statement per kind of write, each executed for many rows (SQLAlchemy's insertmanyvalues for the
+        # insert, the driver's executemany for the updates): compiled once, few round trips, short locks.
         new = [_row(d, version, stamp) for d, version in applied.created]
         if new:
-            stmt = self._insert(items).values(new).on_conflict_do_nothing(index_elements=["url"])
-            inserted = {u for (u,) in conn.execute(stmt.returning(items.c.url))}
+            stmt = self._insert(items).on_conflict_do_nothing(index_elements=["url"]).returning(items.c.url)
+            inserted = {u for (u,) in conn.execute(stmt, new)}
             if len(inserted) != len(new):
                 raise _Collision
-        for d, version in applied.updated:
-            values = _row(d, version, stamp)
-            del values["first_seen_at"]
-            conn.execute(update(items).where(items.c.url == d["url"]).values(values))
-        for url, order in applied.reordered:
-            conn.execute(update(items).where(items.c.url == url).values(
-                order_mtime_ns=order[0], order_name=order[1]))
+        changed = [_changed_row(d, version, stamp) for d, version in applied.updated]
+        if changed:
+            conn.execute(_UPDATE_ITEM, changed)
+        if applied.reordered:
+            conn.execute(_REORDER_ITEM, [{"b_url": url, "order_mtime_ns": order[0], "order_name": order[1]}
+                                         for url, order in applied.reordered])
 
-    def _finish_drop(self, conn: Connection, drop: Mapping[str, Any], state: str, stamp: datetime,
-                     item_url: str | None = None, stage: str | None = None, reason: str | None = None) -> None:
-        values = {"state": state, "stage": stage, "reason": reason, "item_url": item_url, "finished_at": stamp}
-        result = conn.execute(update(drops).where(drops.c.key == drop["key"]).values(values))
-        if result.rowcount == 0:  # a drop enqueued without the ledger (e.g. by hand): record it now
-            conn.execute(self._insert(drops).values(
-                key=drop["key"], run_id="adhoc", origin="adhoc", name=drop["name"], path=drop["path"],
-                size=drop["size"], mtime_ns=drop["mtime_ns"], attempts=1, discovered_at=stamp, queued_at=stamp,
-                **values).on_conflict_do_nothing(index_elements=["key"]))
+    def _finish_drops(self, conn: Connection, ends: list[tuple[Mapping[str, Any], dict[str, Any]]],
+                      states: Mapping[str, str], stamp: datetime) -> None:
+        """Record each drop's outcome (one UPDATE executed for many rows). A drop enqueued without the ledger
+        (e.g. by hand) is inserted first."""
+        unknown = [{"key": drop["key"], "run_id": "adhoc", "origin": "adhoc", "name": drop["name"],
+                    "path": drop["path"], "size": drop["size"], "mtime_ns": drop["mtime_ns"], "attempts": 1,
+                    "discovered_at": stamp, "queued_at": stamp, "state": "queued"}
+                   for drop, _ in ends if drop["key"] not in states]
+        if unknown:
+            conn.execute(self._insert(drops).on_conflict_do_nothing(index_elements=["key"]), unknown)
+        if ends:
+            conn.execute(_FINISH_DROP, [values for _, values in ends])
 
     def _insert(self, table: Any) -> Any:
         return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
@@ -277,6 +285,30 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(select(items.c.stub, func.count()).group_by(items.c.stub))
             return Counter({("stubs" if stub else "records"): n for stub, n in rows})
+
+
+# Statements executed for many rows at once; ``b_*`` names the WHERE parameter (SQLAlchemy reserves column names).
+_UPDATED_COLUMNS = ("stub", "version", "content_sha256", "order_mtime_ns", "order_name", "title", "published_at",
+                    "source_id", "secured", "body", "updated_at")  # all but url, id and first_seen_at
+_UPDATE_ITEM = update(items).where(items.c.url == bindparam("b_url")).values(
+    {c: bindparam(c) for c in _UPDATED_COLUMNS})
+_REORDER_ITEM = update(items).where(items.c.url == bindparam("b_url")).values(
+    order_mtime_ns=bindparam("order_mtime_ns"), order_name=bindparam("order_name"))
+_FINISH_DROP = update(drops).where(drops.c.key == bindparam("b_key")).values(
+    {c: bindparam(c) for c in ("state", "stage", "reason", "item_url", "finished_at")})
+
+
+def _ending(key: str, state: str, stamp: datetime, item_url: str | None = None, stage: str | None = None,
+            reason: str | None = None) -> dict[str, Any]:
+    """The parameters of ``_FINISH_DROP`` for one drop."""
+    return {"b_key": key, "state": state, "stage": stage, "reason": reason, "item_url": item_url,
+            "finished_at": stamp}
+
+
+def _changed_row(d: Draft, version: int, stamp: datetime) -> dict[str, Any]:
+    """The parameters of ``_UPDATE_ITEM`` for one changed record: exactly its SET columns, ``first_seen_at`` kept."""
+    row = _row(d, version, stamp)
+    return {"b_url": d["url"], **{c: row[c] for c in _UPDATED_COLUMNS}}
 
 
 def _row(d: Draft, version: int, stamp: datetime) -> dict[str, Any]:
