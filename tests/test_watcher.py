@@ -362,3 +362,49 @@ def test_watcher_killed_and_restarted_mid_stream_misses_nothing(tmp_path: Path, 
     assert sorted(r["name"] for r in rows) == sorted(f"{i:03d}.txt" for i in range(60))
     assert {r["state"] for r in rows} == {"published"}
     assert len(list((folder / "processed").glob("*/*.txt"))) == 60
+
+
+@contextmanager
+def own_redis(port: int) -> Iterator[str]:
+    """A Redis server of this test's own on ``port`` (stopped and started again to fake an outage)."""
+    proc = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "",
+                             "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        wait_for(lambda: _pings(url), 10, interval=0.05)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=0.5).ping())
+    except redis.RedisError:
+        return False
+
+
+def test_broker_outage_holds_drops_and_sends_them_once_it_is_back(tmp_path: Path, store_url: str) -> None:
+    """The drops are registered in the ledger and their send fails: when the broker is back they must be sent
+    from the ledger (a plain submit would skip them as known), each once."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    with own_redis(port) as url:
+        watcher = new_watcher(folder, settings_for(url, store_url))
+    with running(watcher):  # the broker is down from the start
+        for i in range(3):
+            drop_renamed(folder, f"{i}.txt", GOOD.format(title=f"T{i}", slug=f"t{i}"))
+        wait_for(lambda: watcher._failing, 5)  # the error was caught: the loop goes on (stop() still works)
+        wait_for(lambda: sorted(p.name for p in watcher.retry) == ["0.txt", "1.txt", "2.txt"], 10)
+        assert {r["state"] for r in ledger(store_url)} == {"queued"}
+        with own_redis(port) as url:
+            wait_for(lambda: sum(sent_names(url).values()) == 3, 10)
+            time.sleep(1.0)
+            assert sent_names(url) == Counter({"0.txt": 1, "1.txt": 1, "2.txt": 1})
+    assert len(ledger(store_url)) == 3

@@ -96,6 +96,7 @@ class DropWatcher:
         self._scan: Iterator[os.DirEntry[str]] | None = None
         self._next_scan = self._next_finalize = self._next_requeue = 0.0
         self._pause_until = 0.0
+        self._failing = False
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -117,7 +118,9 @@ class DropWatcher:
         try:
             while not self.stopping.is_set():
                 self.turn(wait=True)
-            self._flush(time.monotonic(), force=True)  # what is complete goes out; the rest waits for a restart
+            # What is complete goes out now; if it can't, the next start finds it (files by the scan, drops
+            # registered but unsent by the lost-task requeue).
+            self._guarded(lambda now_m: self._flush(now_m, force=True), time.monotonic())
         finally:
             observer.stop()
             observer.join(5)
@@ -152,9 +155,17 @@ class DropWatcher:
         """Store and broker outages pause the loop; nothing taken is dropped (the batch waits, or is retried)."""
         try:
             step(now_m)
-        except Exception:
-            logger.exception("watcher: store or broker error; retrying in %.0f s", RETRY_AFTER)
+        except Exception as exc:
+            if not self._failing:  # the whole story once; then a line per retry until it recovers
+                logger.exception("watcher: store or broker error; retrying every %.0f s", RETRY_AFTER)
+            else:
+                logger.warning("watcher: still failing: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
+            self._failing = True
             self._pause_until = time.monotonic() + RETRY_AFTER
+            return
+        if self._failing:
+            logger.info("watcher: store and broker reachable again")
+            self._failing = False
 
     def _sleep_for(self) -> float:
         now_m = time.monotonic()
@@ -298,6 +309,9 @@ class DropWatcher:
         company, so a burst costs fewer task chains (each chain has a fixed cost of three tasks) and the backlog
         drains sooner; when the queue is empty, a batch goes out at the end of its window."""
         with self.app.pool.acquire(block=True) as conn:  # pooled: no new connection per look
+            # Bounded: during a broker outage this raises at once (the loop pauses and retries) instead of
+            # blocking the loop in kombu's reconnect, which would also hold up stop() and finalization.
+            conn.ensure_connection(max_retries=1, interval_start=0.1, interval_step=0.1, interval_max=0.1)
             try:
                 ok = conn.default_channel.queue_declare(queue=self.app.conf.task_default_queue, passive=True)
             except conn.channel_errors:
