@@ -11,7 +11,7 @@ from tasks.migrate import upgrade
 from tasks.models import Item
 from tasks.pipeline import Failure
 from tasks.records import Drop, Normalized, normalize
-from tasks.store import Store
+from tasks.store import Store, json_text
 
 
 @pytest.fixture
@@ -74,3 +74,9 @@ def test_drops_the_ledger_never_saw_are_recorded_with_their_outcome(store: Store
     assert [(r["name"], r["stage"]) for r in store.failed_drops()] == [("003_00000000000000aa.txt", "parse")]
     assert store.publish([known, unknown], [fail]) == {}  # delivered again: all finished, nothing written
 
+
+
+def test_json_text_keeps_what_orjson_refuses() -> None:
+    assert json_text({"a": [1, "é"]}) == '{"a":[1,"é"]}'
+    assert '"n": 123456789012345678901234567890' in json_text({"n": 123456789012345678901234567890})
+    assert json_text({"s": "\ud800"}) == '{"s": "\\ud800"}'
