@@ -165,3 +165,41 @@ def test_a_second_run_in_the_same_folder_is_refused(tmp_path: Path) -> None:
         assert second.returncode != 0
         assert "another `feedworker run`" in second.stderr
         stop(run, tmp_path)
+
+
+def test_run_restarts_a_dead_worker_and_serves_flower(tmp_path: Path) -> None:
+    import re
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = user_env(FLOWER_PORT=str(port))
+    api = f"http://127.0.0.1:{port}/api/workers?refresh=1"
+
+    def workers() -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(api, timeout=5) as response:
+                return dict(json.loads(response.read()))
+        except OSError:
+            return {}
+
+    def started() -> list[int]:
+        return [int(p) for p in re.findall(r"started celery worker \(pid (\d+)\)", (tmp_path / "run.log").read_text())]
+
+    with feedworker_run(tmp_path, env, "-c", "1", "--flower") as run:
+        # Flower on loopback, its API open to local callers (no password configured)
+        wait_for(lambda: any(name.startswith("feedworker-") for name in workers()), 30)
+        [first] = started()
+        os.kill(first, signal.SIGKILL)  # the worker dies unexpectedly: the supervisor starts another
+        wait_for(lambda: len(started()) == 2, 15)
+        (tmp_path / "drops" / ".a.part").write_text("---\ntitle: After the crash\nwebUrl: https://news.test/a\n---\n")
+        os.rename(tmp_path / "drops" / ".a.part", tmp_path / "drops" / "a.txt")
+        wait_for(lambda: not leftovers(tmp_path / "drops"), 30)
+        stop(run, tmp_path)
+    assert "celery worker exited with code -9" in (tmp_path / "run.log").read_text()
+    assert [r["title"] for r in export(tmp_path)] == ["After the crash"]
+    for pid in started():
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
