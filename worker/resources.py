@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import redis
+
 from tasks.imagecache import OutcomeCache
 from tasks.images import ImageChecker
-
 from tasks.store import Store
 from worker.broker import broker_url
 from worker.settings import Settings, get_settings
@@ -35,6 +35,8 @@ def make_checker(settings: Settings | None = None) -> ImageChecker:
     url = cache_url(settings)
     cache = None
     if url:
-        cache = OutcomeCache(redis.Redis.from_url(url), ok_ttl=settings.images.cache_ok_seconds,
+        # Short timeouts: the cache is an optimization; a slow or absent Redis must not stall image checks.
+        client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        cache = OutcomeCache(client, ok_ttl=settings.images.cache_ok_seconds,
                              gone_ttl=settings.images.cache_gone_seconds)
     return ImageChecker(settings.images, cache)
