@@ -215,6 +215,7 @@ def test_readyz_answers_503_on_a_store_without_schema(tmp_path: Path, broker: st
     from worker.settings import Settings
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    (tmp_path / "empty.db").touch()  # a store with no schema
     server = serve(0, "127.0.0.1", Settings(broker_url="redis://127.0.0.1:1/0",
                                             store_url=f"sqlite:///{tmp_path / 'empty.db'}"), ledger=False,
                    alive=lambda: False)

@@ -89,6 +89,11 @@ def test_unreachable_broker_or_store_exits_1(tmp_path: Path, broker: str) -> Non
     assert data["broker_reachable"] is False and data["queue_depth"] is None
     assert data["store_reachable"] is True and data["backlog"] == 0  # the ledger side still shows
 
-    code, out = status(env_for(broker, f"sqlite:///{tmp_path / 'never_migrated.db'}"))
+    code, out = status(env_for(broker, f"sqlite:///{tmp_path / 'elsewhere.db'}"))  # run from the wrong folder
+    assert code == 1
+    assert "no SQLite store" in out
+    assert not (tmp_path / "elsewhere.db").exists()  # looking never creates an empty store
+    (tmp_path / "empty.db").touch()
+    code, out = status(env_for(broker, f"sqlite:///{tmp_path / 'empty.db'}"))
     assert code == 1
     assert "feedworker migrate" in out

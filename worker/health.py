@@ -23,7 +23,7 @@ from celery import Celery
 from tasks.store import Store
 from worker.broker import ping
 from worker.settings import Settings
-from worker.status import configured_broker
+from worker.status import configured_broker, missing_sqlite_file
 
 Wsgi = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
@@ -53,6 +53,9 @@ def worker_check(app: Celery, url: str, name: str, timeout: float = 2.0) -> Chec
 def store_check(store: Store) -> Check:
     from sqlalchemy import text
 
+    missing = missing_sqlite_file(store)
+    if missing:
+        return Check("store", False, missing)
     try:
         with store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from celery import Celery
@@ -96,12 +97,27 @@ def gather(settings: Settings, app: Celery, store: Store) -> dict[str, Any]:
         "workers": broker.workers,
     }
     try:
+        missing = missing_sqlite_file(store)
+        if missing:
+            raise FileNotFoundError(missing)
         data.update(_ledger(store))
         data["store_reachable"] = True
     except Exception as exc:
         data.update(store_reachable=False, store_error=_store_problem(store, exc), backlog=None,
                     oldest_queued_age_seconds=None, outcomes=None, records=None, recent_failures=[])
     return data
+
+
+def missing_sqlite_file(store: Store) -> str | None:
+    """Why a SQLite store can't be there (its file doesn't exist), so that looking never creates an empty one."""
+    from sqlalchemy.engine import make_url
+
+    url = make_url(store.url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return None
+    if Path(url.database).exists():
+        return None
+    return f"no SQLite store at {Path(url.database).resolve()} (run from the folder of `feedworker run`?)"
 
 
 def _ledger(store: Store) -> dict[str, Any]:
@@ -143,6 +159,8 @@ def _iso(value: datetime | None) -> str | None:
 def _store_problem(store: Store, exc: BaseException) -> str:
     from tasks.migrate import is_current
 
+    if isinstance(exc, FileNotFoundError):
+        return str(exc)
     with contextlib.suppress(Exception):  # the store itself is down: its own error says more
         if not is_current(store):
             return "the store's schema is not current: run `feedworker migrate`"
