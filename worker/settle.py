@@ -62,6 +62,7 @@ class SettleTracker:
 
     def written(self, path: Path, now: float) -> None:
         p = self.pending.setdefault(path, Pending())
+        p.size = p.mtime_ns = -1  # the event is the change; the next look notes the new size without a reset
         p.writing, p.closed_at, p.stable_since, p.next_check = True, None, now, now + self.writer_cap
 
     def closed(self, path: Path, now: float) -> None:
@@ -104,9 +105,11 @@ class SettleTracker:
                 del self.pending[path]
                 continue
             if (st.st_size, st.st_mtime_ns) != (p.size, p.mtime_ns):
-                p.size, p.mtime_ns, p.stable_since = st.st_size, st.st_mtime_ns, now
-                if p.closed_at is not None and p.closed_at < now - self.close_grace:
-                    p.closed_at = None  # changed with no event after the close: fall back to the settle time
+                if p.size >= 0:  # a change no event told us of (NFS, or a write after the close)
+                    p.stable_since = now
+                    if p.closed_at is not None:
+                        p.closed_at = None  # fall back to the settle time
+                p.size, p.mtime_ns = st.st_size, st.st_mtime_ns
             wait = self._wait(p)
             if now >= p.stable_since + wait and (p.closed_at is None or now >= p.closed_at + wait):
                 del self.pending[path]
