@@ -203,3 +203,50 @@ def test_run_restarts_a_dead_worker_and_serves_flower(tmp_path: Path) -> None:
     for pid in started():
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_a_killed_run_leaves_nothing_running_that_the_next_run_does_not_clean_up(tmp_path: Path) -> None:
+    import re
+
+    import redis
+
+    env = user_env()
+    text = "---\ntitle: {t}\nwebUrl: https://news.test/{t}\n---\n"
+    (tmp_path / "drops").mkdir()
+    with feedworker_run(tmp_path, env, "-c", "1") as run:
+        drop_all_text(tmp_path / "drops", {"a.txt": text.format(t="a")})
+        wait_for(lambda: not leftovers(tmp_path / "drops"), 30)
+        url = (tmp_path / ".feedworker" / "broker.url").read_text().strip()
+        [worker] = [int(p) for p in re.findall(r"started celery worker \(pid (\d+)\)",
+                                               (tmp_path / "run.log").read_text())]
+        run.kill()  # SIGKILL: no clean-up at all
+        run.wait()
+    try:
+        wait_for(lambda: not _alive(worker), 20)  # the worker was told (parent-death signal) and drained
+        assert ping(url)  # the embedded broker is still up, holding its data
+        drop_all_text(tmp_path / "drops", {"b.txt": text.format(t="b"), "c.txt": text.format(t="c")})
+        with feedworker_run(tmp_path, env, "-c", "1") as run:
+            url_file = tmp_path / ".feedworker" / "broker.url"
+            wait_for(lambda: not url_file.is_file() or url_file.read_text().strip() != url, 30)
+            assert not ping(url)  # the orphan was shut down before a new broker started on its data
+            wait_for(lambda: not leftovers(tmp_path / "drops"), 30)
+            stop(run, tmp_path)
+    finally:
+        if ping(url):
+            redis.Redis.from_url(url).shutdown(nosave=True)
+    assert "stopping the embedded broker a killed" in (tmp_path / "run.log").read_text()
+    assert sorted(r["title"] for r in export(tmp_path)) == ["a", "b", "c"]
+
+
+def drop_all_text(drops: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (drops / f".{name}.part").write_text(text)
+        os.rename(drops / f".{name}.part", drops / name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
