@@ -111,3 +111,17 @@ def test_suffixes_for_odd_names(tmp_path: Path, name: str) -> None:
         move_no_clobber(tmp_path / name, out)
     assert sorted(p.read_text() for p in out.iterdir()) == ["1", "2"]
     assert (out / name).read_text() == "1"
+
+
+def test_a_replayed_failure_that_succeeds_leaves_failed_for_processed(tmp_path: Path) -> None:
+    row = drop(tmp_path, "r.txt", state="failed", stage="verify", reason="store down")
+    first = finalize(tmp_path, row, "move").final_path
+    assert first == tmp_path / "failed" / "r.txt"
+    # `feedworker replay` sent it again from failed/ (the ledger keeps final_path); it failed once more...
+    again = finalize(tmp_path, {**row, "final_path": str(first), "reason": "still down"}, "move")
+    assert again.final_path == first
+    assert json.loads((tmp_path / "failed" / "r.txt.error.json").read_text())["reason"] == "still down"
+    # ...then succeeded: out of failed/, report and all
+    ok = finalize(tmp_path, {**row, "final_path": str(first), "state": "published"}, "move")
+    assert ok.final_path == tmp_path / "processed" / "2024-03-09" / "r.txt"
+    assert list((tmp_path / "failed").iterdir()) == []

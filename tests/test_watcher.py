@@ -26,7 +26,7 @@ from sqlalchemy import select
 from tasks.migrate import upgrade
 from tasks.schema import drops
 from tasks.store import Store
-from tests.processes import BIN, celery_worker, env_for, export, wait_for
+from tests.processes import BIN, celery_worker, env_for, export, feedworker, wait_for
 from worker.celery_app import make_app
 from worker.settings import Settings, WatchSettings
 from worker.watcher import DropWatcher
@@ -408,3 +408,24 @@ def test_broker_outage_holds_drops_and_sends_them_once_it_is_back(tmp_path: Path
             time.sleep(1.0)
             assert sent_names(url) == Counter({"0.txt": 1, "1.txt": 1, "2.txt": 1})
     assert len(ledger(store_url)) == 3
+
+
+def test_replay_after_a_config_change_takes_the_file_out_of_failed(tmp_path: Path, broker: str,
+                                                                   store_url: str) -> None:
+    from tasks.limits import ParseLimits
+
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    env = env_for(broker, store_url)
+    settings = settings_for(broker, store_url).model_copy(update={"parse": ParseLimits(max_bytes=40)})
+    with running(new_watcher(folder, settings)), celery_worker(env, tmp_path, concurrency=1):
+        drop_renamed(folder, "big.txt", GOOD.format(title="Big", slug="big"))  # over 40 bytes: refused
+        wait_for(lambda: (folder / "failed" / "big.txt.error.json").is_file(), 20)
+        report = json.loads((folder / "failed" / "big.txt.error.json").read_text())
+        assert report["stage"] == "read" and "limit" in report["reason"]
+        feedworker(env, "replay")  # the limit is the default again: it reads the file from failed/
+        wait_for(lambda: list((folder / "processed").glob("*/big.txt")), 20)
+        wait_for(lambda: not (folder / "failed" / "big.txt.error.json").exists(), 5)
+    assert not (folder / "failed" / "big.txt").exists()
+    assert [r["title"] for r in export(env)] == ["Big"]
+    assert feedworker(env, "failures", "--json").stdout == ""

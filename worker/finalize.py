@@ -42,24 +42,43 @@ class Outcome:
 def finalize(drop_dir: Path, row: Mapping[str, Any], after: str) -> Outcome:
     """Move, keep or delete one finished drop's file, as ``after`` says; failures are always moved to failed/.
 
-    ``row`` is the drop's ledger row (path, name, size, mtime_ns, state, stage, reason, finished_at).
+    ``row`` is the drop's ledger row (path, name, size, mtime_ns, state, stage, reason, finished_at, final_path).
+    A drop sent again by `feedworker replay` is found where its first finalization put it (``final_path``, in
+    failed/): on success it leaves failed/ for processed/ with its stale report removed; on another failure its
+    report is rewritten in place.
     """
     path = Path(row["path"])
-    if not _same_version(path, row):
+    current = _current_file(row)
+    if current is None:
         return Outcome("missing" if not os.path.lexists(path) else "superseded", None)
-    failed = row["state"] == "failed"
-    if after == "keep":
-        return Outcome("kept", path)
-    if after == "delete" and not failed:  # a failed drop is kept in failed/ for `feedworker replay`
-        path.unlink(missing_ok=True)
-        return Outcome("deleted", None)
+    failed, replayed = row["state"] == "failed", current != path
+    sub = _relative_parent(drop_dir, path)
+    if after == "keep" and not replayed:
+        return Outcome("kept", current)
     if failed:
-        target = move_no_clobber(path, drop_dir / FAILED / _relative_parent(drop_dir, path))
+        target = current if replayed else move_no_clobber(current, drop_dir / FAILED / sub)
         write_error_report(target, row)
         return Outcome("moved", target)
+    if after == "delete":
+        current.unlink(missing_ok=True)
+        _remove_report(current)
+        return Outcome("deleted", None)
     day = _utc(row.get("finished_at")).strftime("%Y-%m-%d")
-    target = move_no_clobber(path, drop_dir / PROCESSED / day / _relative_parent(drop_dir, path))
+    target = move_no_clobber(current, drop_dir / PROCESSED / day / sub)
+    _remove_report(current)  # a replayed drop that now succeeded: its old failure report goes
     return Outcome("moved", target)
+
+
+def _current_file(row: Mapping[str, Any]) -> Path | None:
+    """The drop's file as the drop knows it (same size and mtime): at its path, or where it was put before."""
+    for candidate in (row["path"], row.get("final_path")):
+        if candidate and _same_version(Path(candidate), row):
+            return Path(candidate)
+    return None
+
+
+def _remove_report(path: Path) -> None:
+    path.with_name(path.name + ERROR_SUFFIX).unlink(missing_ok=True)
 
 
 def find_moved(drop_dir: Path, row: Mapping[str, Any]) -> Path | None:
