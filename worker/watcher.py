@@ -377,6 +377,8 @@ class DropWatcher:
                     continue
             self.store.mark_finalized(row["key"], str(final) if final else None)
             self.missing_since.pop(row["key"], None)
+            if result.action != "kept":
+                self.known.discard(row["key"])  # its file left the folder: keep the set the folder's size
             done += 1
             logger.debug("finalized %s: %s", row["name"], result.action, extra={"file": row["name"]})
         return done
