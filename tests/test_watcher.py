@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import redis
+from kombu.serialization import loads as kombu_loads
 from sqlalchemy import select
 
 from tasks.migrate import upgrade
@@ -78,8 +79,10 @@ def sent(broker: str) -> list[dict[str, Any]]:
     for raw in redis.Redis.from_url(broker).lrange("feedworker", 0, -1):
         msg = json.loads(raw)
         if msg["headers"]["task"] == "feedworker.parse":
-            args = json.loads(base64.b64decode(msg["body"]))[0]
-            out.extend({**w, "bytes": base64.b64decode(w["data"])} for w in args[0])
+            # decoded with whatever serializer the app registered, as a worker would
+            body = kombu_loads(base64.b64decode(msg["body"]), msg["content-type"],  # type: ignore[no-untyped-call]
+                               msg["content-encoding"])
+            out.extend({**w, "bytes": base64.b64decode(w["data"])} for w in body[0][0])
     return out
 
 
