@@ -27,6 +27,7 @@ variable is unset and removes it again on :func:`release_multiprocess`. A pool c
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -34,9 +35,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 _PREFIX = "feedworker-metrics-"  # + the creating process's id: a private directory, see prepare_multiprocess
@@ -100,16 +102,15 @@ def _get() -> _Metrics:
     return _metrics
 
 
-def _safe(record: Callable[..., None]) -> Callable[..., None]:
+def _safe(record: Callable[P, None]) -> Callable[P, None]:
     """A metric that can't be written (a full disk) must never cost a drop: log it and go on."""
-    def wrapper(*args: Any, **kwargs: Any) -> None:
+    @functools.wraps(record)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
         try:
             record(*args, **kwargs)
         except Exception:
             logger.debug("metrics: could not record %s", record.__name__, exc_info=True)
 
-    wrapper.__name__ = record.__name__
-    wrapper.__doc__ = record.__doc__
     return wrapper
 
 
