@@ -89,6 +89,7 @@ class DropWatcher:
         self.batch: dict[Path, None] = {}  # ready files, in arrival order
         self.batch_started: float | None = None
         self._recheck_at = 0.0  # a held batch looks at the queue again then
+        self._last_sent = -1e9  # when the last batch went out
         self.retry: list[Path] = []  # a batch whose submit failed part-way
         self.known: set[str] = set()  # keys the ledger holds: a rescan skips them without a query
         self.missing_since: dict[str, float] = {}
@@ -293,7 +294,12 @@ class DropWatcher:
             return
         window = self.cfg.batch_window_ms / 1000
         if not force and len(self.batch) < self.cfg.batch_max:
-            if now_m < max(self.batch_started + window, self._recheck_at):
+            if now_m < self._recheck_at:
+                return
+            # A file that arrives after a quiet window goes out at once (nothing to wait for: Nagle's rule);
+            # files that follow it within the window wait for company until the window ends.
+            idle = self.batch_started >= self._last_sent + window
+            if not idle and now_m < self.batch_started + window:
                 return
             if now_m < self.batch_started + HOLD_MAX and self._workers_behind():
                 self._recheck_at = now_m + window
@@ -301,6 +307,7 @@ class DropWatcher:
         paths = list(self.batch)
         self.batch.clear()
         self.batch_started = None
+        self._last_sent = now_m
         for i in range(0, len(paths), self.cfg.batch_max):
             self._submit(paths[i:i + self.cfg.batch_max])
 
