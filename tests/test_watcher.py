@@ -432,3 +432,18 @@ def test_replay_after_a_config_change_takes_the_file_out_of_failed(tmp_path: Pat
     assert not (folder / "failed" / "big.txt").exists()
     assert [r["title"] for r in export(env)] == ["Big"]
     assert feedworker(env, "failures", "--json").stdout == ""
+
+
+def test_a_file_after_a_quiet_window_does_not_wait_for_the_window(tmp_path: Path, broker: str,
+                                                                  store_url: str) -> None:
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    with running(new_watcher(folder, settings_for(broker, store_url, batch_window_ms=400))):
+        started = time.monotonic()
+        drop_renamed(folder, "first.txt", GOOD.format(title="First", slug="first"))
+        wait_for(lambda: sent_names(broker) == Counter({"first.txt": 1}), 2, interval=0.01)
+        assert time.monotonic() - started < 0.3  # sent at once, not at the end of the 0.4 s window
+        for i in range(3):  # these follow within the window: one batch when it ends
+            drop_renamed(folder, f"next{i}.txt", GOOD.format(title=f"N{i}", slug=f"n{i}"))
+        wait_for(lambda: sum(sent_names(broker).values()) == 4, 3, interval=0.01)
+    assert redis.Redis.from_url(broker).llen("feedworker") == 2
