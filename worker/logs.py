@@ -59,5 +59,5 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    for noisy in ("httpx", "httpcore", "aiohttp", "alembic.runtime.migration"):
+    for noisy in ("httpx", "httpcore", "aiohttp", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
