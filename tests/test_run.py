@@ -49,9 +49,13 @@ def feedworker_run(cwd: Path, env: dict[str, str], *args: str) -> Iterator[subpr
         assert proc.poll() is None, (cwd / "run.log").read_text()[-3000:]
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        if proc.poll() is None:  # a failed test: stop it as a user would, so nothing outlives the test
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
         log.close()
 
 
