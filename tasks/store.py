@@ -121,13 +121,20 @@ class Store:
 
         return self.transaction(work)
 
-    def requeue(self, keys: Sequence[str]) -> None:
-        """Mark drops queued again (a lost task, or a replay): their outcome is cleared."""
-        if keys:
-            self.transaction(lambda conn: conn.execute(
-                update(drops).where(drops.c.key.in_(keys)).values(
-                    state="queued", stage=None, reason=None, queued_at=now(), finished_at=None,
-                    finalized_at=None, attempts=drops.c.attempts + 1)))
+    def requeue(self, keys: Sequence[str], state: str | None = None) -> list[str]:
+        """Mark drops queued again (a lost task, or a replay), clearing their outcome; return the keys marked.
+
+        With ``state``, only the drops still in that state: a drop whose task finished since the caller read it
+        keeps its outcome (a "lost" drop published meanwhile must not be reset, sent again and counted twice).
+        """
+        if not keys:
+            return []
+        stmt = update(drops).where(drops.c.key.in_(keys))
+        if state is not None:
+            stmt = stmt.where(drops.c.state == state)
+        stmt = stmt.values(state="queued", stage=None, reason=None, queued_at=now(), finished_at=None,
+                           finalized_at=None, attempts=drops.c.attempts + 1).returning(drops.c.key)
+        return self.transaction(lambda conn: [k for (k,) in conn.execute(stmt)])
 
     def stale_queued(self, older_than: datetime, limit: int = 1000) -> list[dict[str, Any]]:
         """Drops queued before ``older_than`` with no outcome: their task may have been lost."""

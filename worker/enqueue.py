@@ -53,13 +53,18 @@ class Enqueuer:
         return len(wire)
 
     def resend(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Send ledger drops again (lost tasks, replays), reading their files anew."""
-        wire = []
+        """Send ledger drops again (lost tasks, replays), reading their files anew. Only the drops still in the
+        state their row shows (queued when it shows none) are sent: one that finished meanwhile keeps its outcome."""
+        wire, states = [], {}
         for row in rows:
             path = Path(row.get("final_path") or row["path"])
             wire.append(self._read(Drop(row["key"], row["name"], str(path), row["size"], row["mtime_ns"]), path))
+            states[row["key"]] = row.get("state") or "queued"
+        marked: set[str] = set()
+        for state in set(states.values()):
+            marked.update(self.store.requeue([k for k, s in states.items() if s == state], state=state))
+        wire = [w for w in wire if w["key"] in marked]
         if wire:
-            self.store.requeue([w["key"] for w in wire])
             self._send(wire)
             metrics.drops_requeued("replay" if self.origin == "replay" else "lost", len(wire))
         return len(wire)
