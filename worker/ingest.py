@@ -14,8 +14,11 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+from kombu.exceptions import KombuError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.exc import DBAPIError
 
+from tasks.errors import TransientError
 from tasks.store import Store
 from worker.celery_app import app
 from worker.dropfiles import is_candidate, walk
@@ -62,18 +65,34 @@ def ingest(settings: Settings, store: Store, paths: Sequence[Path], wait: bool, 
 
 
 def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | None) -> dict[str, int]:
+    """Poll the ledger until this run has no queued drop, sending lost ones again. A broker or store outage
+    meanwhile is waited out (logged), not fatal: the drops are in the ledger, and this loop is what resends them."""
     task = progress.add_task("finish", total=enq.sent) if progress else None
     last_requeue = time.monotonic()
     while True:
-        counts: Counter[str] = store.run_counts(enq.run_id)
+        try:
+            counts: Counter[str] = store.run_counts(enq.run_id)
+        except DBAPIError as exc:
+            logger.warning("store unreachable, still waiting: %s", _first_line(exc))
+            time.sleep(1.0)
+            continue
         done = sum(counts[s] for s in ("published", "unchanged", "failed"))
         _advance(progress, task, done)
         if counts["queued"] == 0:
             return {s: counts[s] for s in ("published", "unchanged", "failed")}
         if time.monotonic() - last_requeue > settings.watch.requeue_after_seconds:
-            enq.requeue_stale(settings.watch.requeue_after_seconds)  # a task lost with its broker
+            try:
+                enq.requeue_stale(settings.watch.requeue_after_seconds)  # a task lost with its broker
+            except (KombuError, DBAPIError, TransientError) as exc:
+                logger.warning("could not send lost drops again (%s); trying again in %.0f s", _first_line(exc),
+                               settings.watch.requeue_after_seconds)
             last_requeue = time.monotonic()
         time.sleep(0.2)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 def _progress(show: bool) -> Progress | None:
