@@ -17,7 +17,7 @@ from typing import Any
 import click
 from celery import Celery, bootsteps, signals
 
-from worker import kombufix
+from worker import kombufix, softlimit
 from worker.broker import broker_url
 from worker.settings import Settings, get_settings
 
@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 def make_app(settings: Settings) -> Celery:
     kombufix.apply()  # a worker must reconnect when its Redis restarts, not exit (see worker/kombufix.py)
+    softlimit.install()  # ...and a late soft time limit must not kill an idle pool process (worker/softlimit.py)
     app = Celery("feedworker", include=["tasks.stages"])
     app.conf.update(
         broker_url=_lazy_broker(settings),
