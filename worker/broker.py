@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from tasks.errors import BrokerUnavailable
+from worker.children import bound_to_parent
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,8 @@ class EmbeddedBroker:
         args = [server, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.dir),
                 "--requirepass", password, "--appendonly", "yes", "--appendfsync", "everysec",
                 "--save", "", "--protected-mode", "yes", "--logfile", "valkey.log", "--daemonize", "no"]
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        # Bound to this process: a killed `feedworker run` leaves no broker behind (SIGTERM flushes its data).
+        self.proc = subprocess.Popen(bound_to_parent(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + timeout

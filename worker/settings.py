@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tasks.limits import ImageLimits, ParseLimits
@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     task_time_limit: int = 55  # hard limit: must stay below visibility_timeout (no second delivery while running)
     cache_url: str | None = None  # Redis for image outcomes; default: the broker, when it is Redis
     metrics_port: int | None = None
+    flower_basic_auth: SecretStr | None = None  # user:password for `run --flower`; default: generated
     parse: ParseLimits = ParseLimits()
     images: ImageLimits = ImageLimits()
     watch: WatchSettings = WatchSettings()

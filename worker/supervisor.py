@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -33,6 +34,7 @@ from typing import IO, Any
 from tasks.migrate import upgrade
 from tasks.store import Store
 from worker.broker import EmbeddedBroker, ping, url_file
+from worker.children import bound_to_parent
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -40,14 +42,6 @@ logger = logging.getLogger(__name__)
 BACKOFF_FIRST, BACKOFF_MAX, HEALTHY_AFTER = 1.0, 30.0, 60.0
 FLOWER_ADDRESS = "127.0.0.1"  # `run` serves Flower on loopback only; FLOWER_PORT moves it (default 5555)
 
-# Run before exec in each child: die with the supervisor (PR_SET_PDEATHSIG survives exec), even if it already
-# died between fork and here.
-_LAUNCHER = (
-    "import ctypes, os, signal, sys\n"
-    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)\n"
-    "if os.getppid() != int(sys.argv[1]): sys.exit(1)\n"
-    "os.execv(sys.argv[2], sys.argv[2:])\n"
-)
 
 
 @dataclass
@@ -66,8 +60,7 @@ class Child:
     restarts: int = 0
 
     def start(self) -> None:
-        launcher = [sys.executable, "-c", _LAUNCHER, str(os.getpid())]
-        self.proc = subprocess.Popen([*launcher, *self.argv], env=self.env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(bound_to_parent(self.argv), env=self.env, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.started, self.restart_at = time.monotonic(), None
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
@@ -176,7 +169,9 @@ class Supervisor:
         logger.info("feedworker run: watching %s with %d worker processes; broker %s; store %s%s",
                     self.drop_dir, self.concurrency, "embedded" if self.broker else "configured",
                     self.store.engine.url.render_as_string(hide_password=True),
-                    f"; Flower on http://{FLOWER_ADDRESS}:{env.get('FLOWER_PORT', '5555')}" if self.flower else "")
+                    f"; Flower on http://{FLOWER_ADDRESS}:{env.get('FLOWER_PORT', '5555')} (user:password in "
+                    f"{self.settings.state_dir / 'flower.auth'} unless FEEDWORKER_FLOWER_BASIC_AUTH is set)"
+                    if self.flower else "")
 
     def _start_embedded_broker(self) -> str:
         """Take the state folder (one `feedworker run` per folder), stop an orphan of a killed run, start ours."""
@@ -198,18 +193,14 @@ class Supervisor:
                 "--without-mingle", "--without-gossip"]
 
     def _flower_argv(self) -> list[str]:
-        argv = [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--address={FLOWER_ADDRESS}"]
-        auth = flower_basic_auth(self.settings)
-        if auth:
-            argv.append(f"--basic_auth={auth}")
-        return argv
+        return [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--address={FLOWER_ADDRESS}"]
 
     def _flower_env(self, env: dict[str, str]) -> dict[str, str]:
-        if flower_basic_auth(self.settings) or env.get("FLOWER_BASIC_AUTH"):
+        if env.get("FLOWER_BASIC_AUTH"):
             return env
-        # No credentials: Flower's API answers only with this set. It is bound to loopback, so only local
-        # programs reach it (see README: set FEEDWORKER_FLOWER_BASIC_AUTH to require a password).
-        return {**env, "FLOWER_UNAUTHENTICATED_API": "true"}
+        # Never an open API, even on loopback: Flower's unauthenticated mode also answers any web page's
+        # cross-origin calls (worker control included). Without configured credentials, make some.
+        return {**env, "FLOWER_BASIC_AUTH": flower_basic_auth(self.settings)}
 
     def _serve_metrics(self) -> Any:
         """/metrics, /livez, /readyz on ``metrics_port``: this process's and the worker pool's metrics."""
@@ -270,13 +261,20 @@ class Supervisor:
         logger.info("feedworker run: stopped")
 
 
-def flower_basic_auth(settings: Settings) -> str | None:
-    """``user:password`` for Flower from the settings (FEEDWORKER_FLOWER_BASIC_AUTH), if any."""
-    value = getattr(settings, "flower_basic_auth", None)
-    if value is None:
-        return None
-    secret = value.get_secret_value() if hasattr(value, "get_secret_value") else value
-    return str(secret) or None
+def flower_basic_auth(settings: Settings) -> str:
+    """``user:password`` for Flower: FEEDWORKER_FLOWER_BASIC_AUTH, else a generated one kept (mode 0600) in
+    ``<state_dir>/flower.auth`` so the user can read it and it stays the same across runs."""
+    if settings.flower_basic_auth is not None:
+        return settings.flower_basic_auth.get_secret_value()
+    path = settings.state_dir / "flower.auth"
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    auth = f"feedworker:{secrets.token_urlsafe(18)}"
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(auth + "\n")
+    return auth
 
 
 def _stop_orphan_broker(path: Path) -> None:
