@@ -97,6 +97,9 @@ class Enqueuer:
     def _send(self, wire: list[dict[str, Any]]) -> None:
         from tasks.stages import pipeline
 
+        # The stage tasks are shared tasks: they bind to the thread's current app, which in a thread other than
+        # the main one is Celery's default app (amqp://localhost!) unless we say which. Say it every time.
+        self.app.set_current()
         with self.app.producer_or_acquire() as producer:
             pipeline(wire).apply_async(producer=producer)
         self.sent += len(wire)
