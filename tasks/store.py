@@ -136,11 +136,17 @@ class Store:
                            finalized_at=None, attempts=drops.c.attempts + 1).returning(drops.c.key)
         return self.transaction(lambda conn: [k for (k,) in conn.execute(stmt)])
 
-    def stale_queued(self, older_than: datetime, limit: int = 1000) -> list[dict[str, Any]]:
-        """Drops queued before ``older_than`` with no outcome: their task may have been lost."""
+    def stale_queued(self, older_than: datetime, limit: int = 1000, *, under: str | None = None,
+                     run_id: str | None = None) -> list[dict[str, Any]]:
+        """Drops queued before ``older_than`` with no outcome: their task may have been lost. ``under``: only
+        files below that folder path; ``run_id``: only that run's drops."""
+        stmt = select(drops).where(drops.c.state == "queued", drops.c.queued_at < older_than)
+        if under is not None:
+            stmt = stmt.where(drops.c.path.startswith(under, autoescape=True))
+        if run_id is not None:
+            stmt = stmt.where(drops.c.run_id == run_id)
         with self.engine.connect() as conn:
-            rows = conn.execute(select(drops).where(drops.c.state == "queued", drops.c.queued_at < older_than)
-                                .order_by(drops.c.queued_at).limit(limit))
+            rows = conn.execute(stmt.order_by(drops.c.queued_at).limit(limit))
             return [dict(r._mapping) for r in rows]
 
     def failed_drops(self) -> list[dict[str, Any]]:
@@ -175,11 +181,16 @@ class Store:
                                 .where(drops.c.state == "failed").order_by(drops.c.finished_at.desc()).limit(limit))
             return [dict(r._mapping) for r in rows]
 
-    def finished_unfinalized(self, origin: str, limit: int = 500) -> list[dict[str, Any]]:
-        """Done drops whose file has not been moved yet (the watcher moves them only after this commit)."""
+    def finished_unfinalized(self, origin: str, limit: int = 500, *, under: str | None = None
+                             ) -> list[dict[str, Any]]:
+        """Done drops whose file has not been moved yet (the watcher moves them only after this commit);
+        ``under``: only files below that folder path."""
+        stmt = select(drops).where(drops.c.origin == origin, drops.c.finalized_at.is_(None),
+                                   drops.c.state.in_(DONE_STATES))
+        if under is not None:
+            stmt = stmt.where(drops.c.path.startswith(under, autoescape=True))
         with self.engine.connect() as conn:
-            rows = conn.execute(select(drops).where(drops.c.origin == origin, drops.c.finalized_at.is_(None),
-                                                    drops.c.state.in_(DONE_STATES)).limit(limit))
+            rows = conn.execute(stmt.limit(limit))
             return [dict(r._mapping) for r in rows]
 
     def mark_finalized(self, key: str, final_path: str | None) -> None:

@@ -70,8 +70,8 @@ class Enqueuer:
         return len(wire)
 
     def requeue_stale(self, older_than: float) -> int:
-        """Send again the drops queued longer than ``older_than`` seconds with no outcome."""
-        stale = self.store.stale_queued(now() - timedelta(seconds=older_than))
+        """Send again this run's drops queued longer than ``older_than`` seconds with no outcome."""
+        stale = self.store.stale_queued(now() - timedelta(seconds=older_than), run_id=self.run_id)
         if stale:
             logger.warning("re-enqueueing %d drops whose tasks were lost", len(stale))
         return self.resend(stale)

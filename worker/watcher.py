@@ -373,9 +373,7 @@ class DropWatcher:
     def finalize_finished(self) -> int:
         """Put away every finished drop of this folder whose file has not been moved yet; return how many."""
         done = 0
-        for row in self.store.finished_unfinalized(ORIGIN):
-            if not self._mine(row["path"]):
-                continue  # another watcher's folder
+        for row in self.store.finished_unfinalized(ORIGIN, under=self._prefix):
             result = finalize(self.root, row, self.cfg.after)
             final = result.final_path
             if result.action == "missing":
@@ -397,15 +395,17 @@ class DropWatcher:
     def requeue_lost(self) -> int:
         """Send again this folder's drops that were queued too long ago with no outcome (their task was lost)."""
         cutoff = now() - timedelta(seconds=self.cfg.requeue_after_seconds)
-        rows = [r for r in self.store.stale_queued(cutoff) if self._mine(r["path"])]
+        rows = self.store.stale_queued(cutoff, under=self._prefix)
         if rows:
             logger.warning("re-enqueueing %d drops queued over %.0f s ago with no outcome", len(rows),
                            self.cfg.requeue_after_seconds)
             self.enq.resend(rows)
         return len(rows)
 
-    def _mine(self, path: str) -> bool:
-        return path.startswith(str(self.root) + os.sep)
+    @property
+    def _prefix(self) -> str:
+        """Paths of this folder's drops start with this (other watchers' folders share the ledger)."""
+        return str(self.root) + os.sep
 
 
 def _path(raw: bytes | str) -> Path | None:
