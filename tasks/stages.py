@@ -37,6 +37,15 @@ class Sealed:
         names = [n["drop"]["name"] for n in self.data["ok"]] + [f["name"] for f in self.data["failed"]]
         return describe(names)
 
+    def __json__(self) -> dict[str, Any]:
+        """Its JSON form: a plain mapping (kombu's encoder and worker.codec both honour ``__json__``)."""
+        return _encode(self)
+
+    @classmethod
+    def of(cls, value: Sealed | dict[str, Any]) -> Sealed:
+        """A task's argument as received: worker.codec gives the plain mapping back, kombu's json a Sealed."""
+        return value if isinstance(value, Sealed) else _decode(value)
+
 
 def _encode(s: Sealed) -> dict[str, Any]:
     return {**s.data, "started": s.started}
@@ -92,7 +101,8 @@ def parse(wire: list[dict[str, Any]]) -> Sealed:
 
 
 @shared_task(name="feedworker.verify")
-def verify(sealed: Sealed) -> Sealed:
+def verify(received: Sealed | dict[str, Any]) -> Sealed:
+    sealed = Sealed.of(received)
     with metrics.timed_stage("verify"):
         counts = verify_batch(sealed.data, _Resources.get().checker)
     metrics.image_checks(counts)
@@ -102,7 +112,8 @@ def verify(sealed: Sealed) -> Sealed:
 
 @shared_task(name="feedworker.publish", bind=True, autoretry_for=(TransientError,), retry_backoff=1,
              retry_backoff_max=20, retry_jitter=True, max_retries=30)
-def publish(self: Any, sealed: Sealed) -> dict[str, int]:
+def publish(self: Any, received: Sealed | dict[str, Any]) -> dict[str, int]:
+    sealed = Sealed.of(received)
     with metrics.timed_stage("publish"), metrics.timed_store_write("publish"):
         outcomes = publish_batch(_Resources.get().store, sealed.data)
     summary: dict[str, int] = {}
