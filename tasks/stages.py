@@ -18,6 +18,7 @@ from kombu.utils.json import register_type
 
 from tasks.errors import TransientError
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
+from tasks.records import image_urls
 from tasks.store import Store
 from worker import metrics
 
@@ -80,6 +81,11 @@ class _Resources:
         return cls
 
 
+def warm_up() -> None:
+    """Make this process's resources now (called as a pool child starts), not on its first task."""
+    _Resources.get()
+
+
 def _settings() -> Any:
     from worker.settings import get_settings
 
@@ -103,11 +109,34 @@ def parse(wire: list[dict[str, Any]]) -> Sealed:
 @shared_task(name="feedworker.verify")
 def verify(received: Sealed | dict[str, Any]) -> Sealed:
     sealed = Sealed.of(received)
-    with metrics.timed_stage("verify"):
-        counts = verify_batch(sealed.data, _Resources.get().checker)
+    try:
+        with metrics.timed_stage("verify"):
+            counts = verify_batch(sealed.data, _Resources.get().checker)
+    except SoftTimeLimitExceeded:
+        return _checks_ran_out_of_time(sealed)
     metrics.image_checks(counts)
     logger.info("verify: images %s", counts)
     return sealed
+
+
+def _checks_ran_out_of_time(sealed: Sealed) -> Sealed:
+    """The batch's image checks passed the soft time limit (many images on hosts that stall). Raising would end
+    the chain and leave its drops queued, to be sent again and stall again, for ever. Instead a batch of several
+    drops is split (each drop verified and published alone, so the others land) and a drop alone is failed
+    with the reason, for a replay once those hosts answer."""
+    ok, failed = sealed.data["ok"], sealed.data["failed"]
+    if len(ok) > 1:
+        logger.warning("verify: image checks of %d drops ran out of time; checking each drop alone", len(ok))
+        for n in ok:
+            label = describe([n["drop"]["name"]])
+            alone = Sealed(Batch(ok=[n], failed=[]), sealed.started)
+            chain(verify.s(alone).set(argsrepr=label), publish.s().set(argsrepr=label)).apply_async()
+        return Sealed(Batch(ok=[], failed=failed), sealed.started)
+    urls = len({u for n in ok for u in image_urls(n)})
+    reason = (f"its image checks did not finish within the {_settings().task_soft_time_limit} s time limit "
+              f"({urls} image URLs; their hosts stall): not published; replay it once they answer")
+    return Sealed(Batch(ok=[], failed=[*failed, *(failure(n["drop"], "verify", reason) for n in ok)]),
+                  sealed.started)
 
 
 @shared_task(name="feedworker.publish", bind=True, autoretry_for=(TransientError,), retry_backoff=1,
