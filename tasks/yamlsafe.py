@@ -5,8 +5,10 @@ Example::
     load_front_matter("title: Hi\\nquality: 37\\n", ParseLimits()).data  ->  {"title": "Hi", "quality": 37}
 
 libyaml (``yaml.CSafeLoader``) does the reading; nothing here can build a Python object from a tag
-(``!!python/...`` is refused by name, never executed). What this module adds, in order, each step cheap on a
-normal file and exact only when the cheap one is inconclusive:
+(``!!python/...`` is refused by name, never executed). First, when the text cannot pass any limit (see
+``_may_exceed``), ``tasks.yamlfast.fast_tree`` reads the common shapes (block mappings and lists of one-line
+values) in Python, exactly as the steps below would build them, and gives up on anything else. Otherwise, in
+order, each step cheap on a normal file and exact only when the cheap one is inconclusive:
 
 1. nesting depth (the item mapping is level 1), bounded *before* composing: libyaml's composer recurses in C
    once per level, so a deep ``[[[[...`` could overflow the C stack. A conservative bound from the text
@@ -48,6 +50,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.reader import ReaderError
 
 from tasks.limits import ParseLimits
+from tasks.yamlfast import NotHere, fast_tree, plain_node
 
 _T = "tag:yaml.org,2002:"
 STR, INT, FLOAT, BOOL, NULL = _T + "str", _T + "int", _T + "float", _T + "bool", _T + "null"
@@ -164,9 +167,24 @@ def load_front_matter(text: str, limits: ParseLimits, *, raw: bytes | None = Non
     ``first_line``: the file's line number of the text's first line (for messages)."""
     if "\0" in text:
         raise _raw_nul(text, first_line)
+    aliases = "&" in text and "*" in text  # an alias needs an anchor: without both, the graph is a tree
+    may_exceed = aliases or _may_exceed(text, limits)
+    if not may_exceed and limits.max_depth <= _FAST_MAX_DEPTH:
+        # No limit but the depth can be passed (see _may_exceed), and fast_tree gives up past max_depth: the
+        # common shapes are read in Python, ~2x faster than libyaml's compose + build; any other shape (and a
+        # too deep one) goes on to libyaml.
+        tree = fast_tree(text, _plain_value, limits.max_depth)
+        if tree is not None:
+            return Loaded(tree, has_binary=False)
     source = raw if raw is not None else text.encode("utf-8")
     if _depth_bound(text) > limits.max_depth:
         _check_depth_exactly(source, limits, first_line)
+    return _load_with_libyaml(text, source, limits, first_line, aliases, may_exceed)
+
+
+def _load_with_libyaml(text: str, source: bytes, limits: ParseLimits, first_line: int, aliases: bool,
+                       walked: bool) -> Loaded:
+    """Steps 2 to 4 (compose, walk, construct). ``walked``: the graph walk must come before building."""
     loader = FrontMatterLoader(source)
     try:
         node = _compose(loader, source, first_line)
@@ -174,8 +192,6 @@ def load_front_matter(text: str, limits: ParseLimits, *, raw: bytes | None = Non
             raise UnsafeYaml("the front matter is empty: it must be a mapping of fields (key: value)")
         if not isinstance(node, MappingNode):
             raise UnsafeYaml(f"the front matter must be a mapping of fields (key: value), found {_kind(node)}")
-        aliases = "&" in text and "*" in text  # an alias needs an anchor: without both, the graph is a tree
-        walked = aliases or _may_exceed(text, limits)
         if walked:
             _check_graph(loader, node, limits)
         if not aliases and limits.max_depth <= _FAST_MAX_DEPTH:
@@ -188,6 +204,36 @@ def load_front_matter(text: str, limits: ParseLimits, *, raw: bytes | None = Non
         return Loaded(_construct(loader, node, source, first_line), has_binary=loader.binary_seen)
     finally:
         loader.dispose()
+
+
+_SCALARS = FrontMatterLoader("")  # resolve() and the scalar constructors read only their arguments
+
+
+_PLAIN_VALUES: dict[str, Any] = {}  # plain scalar -> its value (immutable: str, int, float, bool, None); bounded
+
+
+def _plain_value(text: str) -> Any:
+    """A plain scalar's value for ``fast_tree``: the tag ``FrontMatterLoader.resolve`` gives it and the
+    constructor libyaml's path would call; ``NotHere`` for anything ``_build`` would not read itself."""
+    value = _PLAIN_VALUES.get(text, _PLAIN_VALUES)
+    if value is not _PLAIN_VALUES:
+        return value
+    tag = _SCALARS.resolve(ScalarNode, text, (True, False))
+    if tag == STR:
+        value = text
+    else:
+        make = _FAST_SCALARS.get(tag)
+        if make is None:
+            raise NotHere
+        try:
+            value = make(_SCALARS, plain_node(tag, text))
+        except _READ_ERRORS:
+            raise NotHere from None  # libyaml's path words the refusal, naming the field
+    if len(text) <= 40:
+        if len(_PLAIN_VALUES) >= 8192:
+            _PLAIN_VALUES.clear()
+        _PLAIN_VALUES[text] = value
+    return value
 
 
 def field_path(parts: Iterable[str | int]) -> str:
