@@ -161,7 +161,8 @@ def replay() -> None:
     broker_url(settings)
     store = _store(settings)
     rows = store.failed_drops()
-    enq = Enqueuer(app, store, settings.parse, run_id="replay", origin="replay", scope="replay")
+    enq = Enqueuer(app, store, settings.parse, run_id="replay", origin="replay", scope="replay",
+                   batch_max=settings.watch.batch_max)
     n = enq.resend(rows)
     click.echo(f"re-enqueued {n} failed drops")
 

@@ -31,10 +31,11 @@ class Enqueuer:
     """Sends drops for one origin (watch | ingest) and run."""
 
     def __init__(self, app: Celery, store: Store, limits: ParseLimits, run_id: str, origin: str,
-                 scope: str, max_queue_batches: int = 0) -> None:
+                 scope: str, max_queue_batches: int = 0, batch_max: int = 100) -> None:
         self.app, self.store, self.limits = app, store, limits
         self.run_id, self.origin, self.scope = run_id, origin, scope
         self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
+        self.batch_max = batch_max  # drops per task when resending (submit's callers batch their own)
         self.sent = 0
 
     def submit(self, paths: Sequence[Path]) -> int:
@@ -53,8 +54,18 @@ class Enqueuer:
         return len(wire)
 
     def resend(self, rows: Iterable[dict[str, Any]]) -> int:
-        """Send ledger drops again (lost tasks, replays), reading their files anew. Only the drops still in the
-        state their row shows (queued when it shows none) are sent: one that finished meanwhile keeps its outcome."""
+        """Send ledger drops again (lost tasks, replays), reading their files anew, ``batch_max`` drops a task (a
+        backlog of 1000 is not one message of up to 1000 files). Only the drops still in the state their row shows
+        (queued when it shows none) are sent: one that finished meanwhile keeps its outcome."""
+        rows = list(rows)
+        sent = 0
+        for start in range(0, len(rows), self.batch_max):
+            sent += self._resend_batch(rows[start:start + self.batch_max])
+        if sent:
+            metrics.drops_requeued("replay" if self.origin == "replay" else "lost", sent)
+        return sent
+
+    def _resend_batch(self, rows: list[dict[str, Any]]) -> int:
         wire, states = [], {}
         for row in rows:
             path = Path(row.get("final_path") or row["path"])
@@ -66,7 +77,6 @@ class Enqueuer:
         wire = [w for w in wire if w["key"] in marked]
         if wire:
             self._send(wire)
-            metrics.drops_requeued("replay" if self.origin == "replay" else "lost", len(wire))
         return len(wire)
 
     def requeue_stale(self, older_than: float) -> int:

@@ -46,7 +46,7 @@ def ingest(settings: Settings, store: Store, paths: Sequence[Path], wait: bool, 
     """Enqueue every drop under ``paths``; with ``wait``, return when each has an outcome."""
     run_id = uuid.uuid4().hex
     enq = Enqueuer(app, store, settings.parse, run_id, "ingest", scope=f"ingest:{run_id}",
-                   max_queue_batches=MAX_QUEUE_BATCHES)
+                   max_queue_batches=MAX_QUEUE_BATCHES, batch_max=settings.watch.batch_max)
     progress = _progress(show_progress)
     with progress or nullcontext():
         task = progress.add_task("enqueue", total=None) if progress else None
