@@ -37,8 +37,6 @@ from yaml.nodes import ScalarNode
 # What libyaml's reader accepts (printable), less the tab, the breaks it knows besides \n (\r is handled first;
 # NEL, LS, PS) and the BOM: a text with anything else goes the libyaml way.
 _UNREAD = re.compile("[^\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
-# a line that is neither blank nor a comment: its indentation, and its content without trailing spaces
-_LINE = re.compile(r"^( *)([^ \n#][^\n]*?) *$", re.MULTILINE)
 _KEY_TEXT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]{0,999}")
 _DOUBLE = re.compile(r'"(?:[^"\\]|\\["\\/bfnrt]|\\u[0-9A-Fa-f]{4})*"')
 _BAD_UNICODE_ESCAPE = re.compile(r"\\u(?:[dD][89a-fA-F][0-9a-fA-F]{2}|0000)")  # surrogates, NUL
@@ -62,7 +60,9 @@ def fast_tree(text: str, plain: Any, max_depth: int) -> dict[str, Any] | None:
         text = text.replace("\r\n", "\n")
     if _UNREAD.search(text):
         return None
-    lines = [(len(indent), content) for indent, content in _LINE.findall(text)]
+    # each line that is neither blank nor a comment: (indentation, content without trailing spaces)
+    lines = [(len(raw) - len(content), content.rstrip(" ")) for raw in text.split("\n")
+             if (content := raw.lstrip(" ")) and content[0] != "#"]
     if not lines:
         return None
     reader = _Reader(lines, plain, max_depth)
@@ -94,20 +94,43 @@ class _Reader:
         return self.mapping(indent, depth)
 
     def mapping(self, indent: int, depth: int) -> dict[str, Any]:
+        # The hot loop of the module: entries with a plain or escape-free double-quoted value are read inline.
         out: dict[str, Any] = {}
-        lines, count = self.lines, len(self.lines)
-        while self.at < count:
-            at_indent, content = lines[self.at]
+        lines, count, at = self.lines, len(self.lines), self.at
+        while at < count:
+            at_indent, content = lines[at]
             if at_indent != indent:
                 if at_indent < indent:
                     break
                 raise _NotHere
-            key, rest = _entry(content)
-            self.at += 1
-            if rest:
-                out[key] = self.scalar(rest, indent, depth)
-            else:
+            key, sep, rest = content.partition(": ")
+            if not sep:
+                if content[-1] != ":":
+                    raise _NotHere
+                key = content[:-1]
+            if key not in _KEYS:
+                _check_key(key)
+            at += 1
+            if not rest:
+                self.at = at
                 out[key] = self.after_empty(indent, depth, same_indent_list=True)
+                at = self.at
+                continue
+            if rest[0] == " ":
+                rest = rest.lstrip(" ")
+            value: Any = _MISS
+            if at >= count or lines[at][0] <= indent:  # not continued on the next line
+                if rest[0] == '"':
+                    inner = rest[1:-1]
+                    if rest[-1] == '"' and len(rest) > 1 and '"' not in inner and "\\" not in inner:
+                        value = inner  # no escapes: the text between the quotes is the value
+                else:
+                    value = _PLAIN.get(rest, _MISS)
+            if value is _MISS:
+                self.at = at
+                value = self.scalar(rest, indent, depth)
+            out[key] = value
+        self.at = at
         return out
 
     def sequence(self, indent: int, depth: int) -> list[Any]:
@@ -170,34 +193,35 @@ class _Reader:
             return [] if text == "[]" else {}
         if not _PLAIN_START.match(text) or ": " in text or " #" in text or text[-1] == ":":
             raise _NotHere
-        return self.plain(text)
+        value = self.plain(text)
+        if len(text) <= 40:  # a plain scalar's value depends on its text alone, and is immutable
+            if len(_PLAIN) >= 8192:
+                _PLAIN.clear()
+            _PLAIN[text] = value
+        return value
 
 
+_MISS = object()
 _KEYS: set[str] = set()  # keys already found well formed (bounded: cleared when full)
+_PLAIN: dict[str, Any] = {}  # well-formed plain scalars already read -> their values (bounded: cleared when full)
 
 
-def _entry(content: str) -> tuple[str, str]:
-    """``key: value`` -> (key, value); ``key:`` -> (key, ""); anything else is not an entry read here."""
-    key, sep, rest = content.partition(": ")
-    if not sep:
-        if content[-1] != ":":
-            raise _NotHere
-        key, rest = content[:-1], ""
-    if key not in _KEYS:
-        if not _KEY_TEXT.fullmatch(key):
-            raise _NotHere
-        if len(_KEYS) >= 4096:
-            _KEYS.clear()
-        _KEYS.add(key)
-    return key, rest.lstrip(" ")
+def _check_key(key: str) -> None:
+    if not _KEY_TEXT.fullmatch(key):
+        raise _NotHere
+    if len(_KEYS) >= 4096:
+        _KEYS.clear()
+    _KEYS.add(key)
 
 
 def _is_entry(content: str) -> bool:
-    try:
-        _entry(content)
-    except _NotHere:
-        return False
-    return True
+    """Is this line a ``key: value`` or ``key:`` entry?"""
+    key, sep, _ = content.partition(": ")
+    if not sep:
+        if content[-1] != ":":
+            return False
+        key = content[:-1]
+    return key in _KEYS or _KEY_TEXT.fullmatch(key) is not None
 
 
 def plain_node(tag: str, value: str) -> ScalarNode:
