@@ -1,0 +1,90 @@
+"""Fault 3: PostgreSQL unreachable for 30 s in the middle of a run (a proxy in front of it stops forwarding and
+resets every open connection). Each publish retries its transaction, then the task retries with backoff and
+jitter until the store is back; every drop lands once, the worker log says what happened.
+
+The ledger's own requeue is off here (600 s), so only the publish task's retries can save the drops: with
+``autoretry_for`` removed from the publish task this test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import fresh_pg_database
+from tests.corpus import write_corpus
+from tests.faults import (
+    check_answers,
+    check_consistent,
+    fault_env,
+    image_host,
+    ledger,
+    private_redis,
+    tcp_proxy,
+    via_proxy,
+)
+from tests.processes import BIN, celery_worker, export, feedworker, wait_for
+
+pytestmark = pytest.mark.slow
+
+OUTAGE = 30.0
+FAST = {
+    # above the publish task's longest retry pause (20 s): a retry waiting for its ETA is not delivered twice
+    "FEEDWORKER_VISIBILITY_TIMEOUT": "25",
+    "FEEDWORKER_TASK_TIME_LIMIT": "20",
+    "FEEDWORKER_TASK_SOFT_TIME_LIMIT": "15",
+    "FEEDWORKER_WATCH__BATCH_MAX": "1",
+    "FEEDWORKER_IMAGES__TIMEOUT_SECONDS": "6",
+    "FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS": "600",  # the ledger's safety net off: the retries must do it
+}
+
+
+def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        broker = stack.enter_context(private_redis(tmp_path / "redis"))
+        direct = stack.enter_context(fresh_pg_database())
+        proxy = stack.enter_context(tcp_proxy("127.0.0.1", 5432))
+        store = via_proxy(direct, proxy)
+        base = stack.enter_context(image_host(delay=0.3))
+        ans = write_corpus(tmp_path / "drops", base, count=40)
+        total = len(list((tmp_path / "drops").iterdir()))
+        env = fault_env(broker.url(), store, FAST)
+        feedworker(env, "migrate")
+        worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
+        ingest = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(tmp_path / "drops"), "--wait", "--json"],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        wait_for(lambda: _finished(direct) >= 6, 60)
+        proxy.cut()  # PostgreSQL is gone for everyone: workers, ingest --wait
+        cut_at = _finished(direct)
+        time.sleep(OUTAGE)
+        during = _finished(direct)
+        proxy.restore()
+        try:
+            out, err = ingest.communicate(timeout=90)
+        except subprocess.TimeoutExpired:
+            ingest.kill()
+            pytest.fail(f"drops still queued 90 s after PostgreSQL came back ({ingest.communicate()[1][-500:]})")
+        assert ingest.returncode == 0, err[-2000:]
+        summary = json.loads(out)
+        assert worker.poll() is None
+        records = export(env)
+        drops = ledger(direct)
+    log = (tmp_path / "w1.log").read_text()
+    print(f"finished when cut {cut_at}, after {OUTAGE:.0f} s down {during}; summary {summary}")
+    assert during == cut_at  # nothing was written while it was down...
+    assert len(drops) == total and sum(summary.values()) == total  # ...and everything after, once
+    assert summary["failed"] == len(ans.refused)
+    assert summary["published"] >= len(ans.titles)
+    check_answers(records, ans)
+    check_consistent(records, drops)
+    assert "store: transient error, retrying" in log  # the worker log says what happened
+    assert "store unreachable, still waiting" in err  # and so does ingest --wait
+
+
+def _finished(store: str) -> int:
+    return sum(1 for d in ledger(store) if d["state"] != "queued")
