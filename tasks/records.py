@@ -49,12 +49,20 @@ class Draft(TypedDict):
     body: dict[str, Any]
 
 
+class StubRef(TypedDict):
+    """A related item's stub, as it travels: its identity and content hash. The body is its related entry's
+    (``stub_drafts`` builds it where it is written): the batch carries each citation once, not twice."""
+
+    url: str
+    sha256: str
+
+
 class Normalized(TypedDict):
-    """A parsed drop, ready for image checks and the store."""
+    """A parsed drop, ready for image checks and the store. ``stubs[i]`` is ``record.body.related[i]``'s."""
 
     drop: dict[str, Any]
     record: Draft
-    stubs: list[Draft]
+    stubs: list[StubRef]
 
 
 def normalize(item: Item, drop: Drop) -> Normalized:
@@ -82,22 +90,31 @@ def normalize(item: Item, drop: Drop) -> Normalized:
     sha = _sha256({"body": body, "secured": secured}, plain)
     record = Draft(url=canonical_url(item.web_url), stub=False, sha256=sha, order_mtime_ns=drop.mtime_ns,
                    order_name=drop.name, secured=secured, body=body)
-    stubs = [_stub(rel, drop, plain) for rel in item.related]
+    # a stub's hash is of its body before the image checks, as the record's is
+    stubs = [StubRef(url=rel["url"], sha256=_sha256({"body": _stub_body(rel)}, plain)) for rel in body["related"]]
     return Normalized(drop=drop.as_dict(), record=record, stubs=stubs)
 
 
+def stub_drafts(n: Normalized) -> list[Draft]:
+    """The stub draft of each related item: its related entry as a record of its own (with whatever the image
+    checks attached to the entry's images)."""
+    drop = n["drop"]
+    return [Draft(url=ref["url"], stub=True, sha256=ref["sha256"], order_mtime_ns=drop["mtime_ns"],
+                  order_name=drop["name"], secured=None, body=_stub_body(rel))
+            for ref, rel in zip(n["stubs"], n["record"]["body"]["related"], strict=True)]
+
+
 def image_urls(n: Normalized) -> Iterator[str]:
-    """Every image URL a normalized drop carries (its own, its related items', its stubs' are the same)."""
+    """Every image URL a normalized drop carries (its own, its related items': its stubs' are those)."""
     for im in _images_of(n["record"]["body"]):
         if im["url"] is not None:
             yield im["url"]
 
 
 def attach_images(n: Normalized, results: dict[str, dict[str, Any]]) -> None:
-    """Fill each image's check outcome in place. Stubs share the related entries' image dicts by value."""
-    for draft in (n["record"], *n["stubs"]):
-        for im in _images_of(draft["body"]):
-            im.update(results.get(im["url"]) or _NO_URL)
+    """Fill each image's check outcome in place (the stubs' images are their related entries')."""
+    for im in _images_of(n["record"]["body"]):
+        im.update(results.get(im["url"]) or _NO_URL)
 
 
 _NO_URL = {"status": "blocked", "width": None, "height": None, "http_status": None, "content_type": None,
@@ -110,27 +127,26 @@ def _images_of(body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from rel.get("images") or []
 
 
-def _stub(rel: RelatedItem, drop: Drop, plain: bool) -> Draft:
-    body: dict[str, Any] = {
-        "title": rel.title,
-        "excerpt": rel.excerpt,
+def _stub_body(rel: dict[str, Any]) -> dict[str, Any]:
+    """A related entry (``_related``) as a stub record's body: what the citation says, nothing of the citer."""
+    return {
+        "title": rel["title"],
+        "excerpt": rel["excerpt"],
         "category": None,
-        "type": rel.type,
-        "quality": rel.quality,
+        "type": rel["type"],
+        "quality": rel["quality"],
         "heat": None,
         "published": None,
-        "published_at": _iso(rel.published_at),
-        "web_url": rel.web_url,
+        "published_at": rel["published_at"],
+        "web_url": rel["web_url"],
         "original_url": None,
         "source_id": None,
-        "provider": _provider(rel.provider),
+        "provider": rel["provider"],
         "topics": [],
-        "extra": jsonable(rel.model_extra or {}),
-        "images": [_image(im) for im in rel.images],
+        "extra": rel.get("extra", {}),
+        "images": rel["images"],
         "related": [],
     }
-    return Draft(url=canonical_url(rel.web_url), stub=True, sha256=_sha256({"body": body}, plain),
-                 order_mtime_ns=drop.mtime_ns, order_name=drop.name, secured=None, body=body)
 
 
 def _related(rel: RelatedItem) -> dict[str, Any]:
@@ -176,8 +192,8 @@ def _iso(value: Any) -> str | None:
 def _sha256(value: Any, plain: bool) -> str:
     # Hash of the data, not its spelling: the same item written in flow style or block style hashes the same.
     # orjson's sorted output is byte for byte the stdlib's below for text, integers, booleans, null, lists and
-    # mappings with text keys (tests/test_records_hash.py), ~5x faster; it spells floats differently (1e+16 /
-    # 1e16), and only unknown fields can hold floats, so a drop with any (``plain`` False) takes the stdlib.
+    # mappings with text keys (tests/test_records_hash.py), ~5x faster; it spells floats differently (1e-07 /
+    # 1e-7), and only unknown fields can hold floats, so a drop with any (``plain`` False) takes the stdlib.
     if plain:
         try:
             return hashlib.sha256(orjson.dumps(value, option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.records import Draft, Normalized
+from tasks.records import Draft, Normalized, stub_drafts
 
 Order = tuple[int, str]
 
@@ -47,7 +47,7 @@ def apply_drafts(current: dict[str, dict[str, Any]], batch: Sequence[Normalized]
         changed = _apply_full(state, n["record"])
         applied.outcomes[n["drop"]["key"]] = "published" if changed else "unchanged"
         if changed:
-            for stub in n["stubs"]:
+            for stub in stub_drafts(n):
                 _apply_stub(state, stub)
     for url, s in state.items():
         if s.draft is not None:  # written with the order it ended on (a later same-content drop may move it)

@@ -14,7 +14,7 @@ import pytest
 from tasks.limits import ParseLimits
 from tasks.models import Item
 from tasks.parsing import parse_drop
-from tasks.records import Drop, normalize
+from tasks.records import Drop, normalize, stub_drafts
 
 DROPS = Path(__file__).parent / "data" / "drops"
 
@@ -31,7 +31,8 @@ def reference_hashes(it: Item, drop: Drop) -> list[str]:
     """The hashes as the stdlib computes them, for the record and each stub (the drafts' bodies as normalized)."""
     n = normalize(it, drop)
     record = {"body": n["record"]["body"], "secured": n["record"]["secured"]}
-    return [hashlib.sha256(stdlib(v)).hexdigest() for v in [record] + [{"body": s["body"]} for s in n["stubs"]]]
+    stubs = [{"body": s["body"]} for s in stub_drafts(n)]
+    return [hashlib.sha256(stdlib(v)).hexdigest() for v in [record, *stubs]]
 
 
 def hashes(it: Item, drop: Drop) -> list[str]:
