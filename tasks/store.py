@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -115,9 +115,8 @@ class Store:
                    "discovered_at": stamp, "queued_at": stamp} for r in rows]
 
         def work(conn: Connection) -> list[str]:
-            # executed for many rows (insertmanyvalues): compiled once, unlike a multi-row .values(...)
             stmt = self._insert(drops).on_conflict_do_nothing(index_elements=["key"]).returning(drops.c.key)
-            return [k for (k,) in conn.execute(stmt, values)]
+            return [k for (k,) in self._many(conn, stmt, _PG_REGISTER, values)]
 
         return self.transaction(work)
 
@@ -259,32 +258,34 @@ class Store:
         """The ledger state of each known key among ``keys``."""
         if not keys:
             return {}
+        if self.dialect == "postgresql":  # one array parameter: the same statement text whatever the count
+            return {k: state for k, state in conn.execute(_PG_LEDGER_STATES, {"keys": keys})}
         return {k: state for k, state in conn.execute(select(drops.c.key, drops.c.state).where(drops.c.key.in_(keys)))}
 
     def _lock_items(self, conn: Connection, batch: Sequence[Normalized]) -> dict[str, dict[str, Any]]:
         urls = sorted({d["url"] for n in batch for d in (n["record"], *n["stubs"])})
         if not urls:
             return {}
-        cols = [items.c.url, items.c.stub, items.c.version, items.c.content_sha256, items.c.order_mtime_ns,
-                items.c.order_name]
+        if self.dialect == "postgresql":
+            return {r.url: dict(r._mapping) for r in conn.execute(_PG_LOCK_ITEMS, {"urls": urls})}
+        cols = [items.c[c] for c in _LOCKED_COLUMNS]
         stmt = select(*cols).where(items.c.url.in_(urls)).order_by(items.c.url).with_for_update()
         return {r.url: dict(r._mapping) for r in conn.execute(stmt)}
 
     def _write_items(self, conn: Connection, applied: Applied, stamp: datetime) -> None:
-        # One statement per kind of write, each executed for many rows (SQLAlchemy's insertmanyvalues for the
-        # insert, the driver's executemany for the updates): compiled once, few round trips, short locks.
+        # One statement per kind of write, each for many rows: compiled once, few round trips, short locks.
         new = [_row(d, version, stamp) for d, version in applied.created]
         if new:
             stmt = self._insert(items).on_conflict_do_nothing(index_elements=["url"]).returning(items.c.url)
-            inserted = {u for (u,) in conn.execute(stmt, new)}
+            inserted = {u for (u,) in self._many(conn, stmt, _PG_INSERT_ITEMS, new)}
             if len(inserted) != len(new):
                 raise _Collision
         changed = [_changed_row(d, version, stamp) for d, version in applied.updated]
         if changed:
-            conn.execute(_UPDATE_ITEM, changed)
+            self._many(conn, _UPDATE_ITEM, _PG_UPDATE_ITEMS, changed)
         if applied.reordered:
-            conn.execute(_REORDER_ITEM, [{"b_url": url, "order_mtime_ns": order[0], "order_name": order[1]}
-                                         for url, order in applied.reordered])
+            self._many(conn, _REORDER_ITEM, _PG_REORDER_ITEMS, [
+                {"b_url": url, "order_mtime_ns": order[0], "order_name": order[1]} for url, order in applied.reordered])
 
     def _finish_drops(self, conn: Connection, ends: list[tuple[Mapping[str, Any], dict[str, Any]]],
                       states: Mapping[str, str], stamp: datetime) -> None:
@@ -297,7 +298,17 @@ class Store:
         if unknown:
             conn.execute(self._insert(drops).on_conflict_do_nothing(index_elements=["key"]), unknown)
         if ends:
-            conn.execute(_FINISH_DROP, [values for _, values in ends])
+            self._many(conn, _FINISH_DROP, _PG_FINISH_DROPS, [values for _, values in ends])
+
+    def _many(self, conn: Connection, stmt: Any, pg_stmt: Any, rows: list[dict[str, Any]]) -> Any:
+        """Execute a statement for many rows (their keys are the statement's parameters; unique rows).
+
+        PostgreSQL: ``pg_stmt`` reads all the rows from one JSON parameter (``jsonb_to_recordset``): one short
+        statement text, parsed and planned once, where the generic form renders (and psycopg parses) a statement
+        of rows x columns parameters each time. Elsewhere: ``stmt`` executed for many rows by SQLAlchemy."""
+        if self.dialect == "postgresql":
+            return conn.execute(pg_stmt, {"rows": _rows_json(rows)})
+        return conn.execute(stmt, rows)
 
     def _insert(self, table: Any) -> Any:
         return (postgresql if self.dialect == "postgresql" else sqlite).insert(table)
@@ -327,6 +338,61 @@ _REORDER_ITEM = update(items).where(items.c.url == bindparam("b_url")).values(
     order_mtime_ns=bindparam("order_mtime_ns"), order_name=bindparam("order_name"))
 _FINISH_DROP = update(drops).where(drops.c.key == bindparam("b_key")).values(
     {c: bindparam(c) for c in ("state", "stage", "reason", "item_url", "finished_at")})
+
+
+_LOCKED_COLUMNS = ("url", "stub", "version", "content_sha256", "order_mtime_ns", "order_name")
+_ITEM_COLUMNS = ("url", *_LOCKED_COLUMNS[1:], "title", "published_at", "source_id", "secured", "body",
+                 "first_seen_at", "updated_at")
+_REGISTER_COLUMNS = ("key", "run_id", "origin", "name", "path", "size", "mtime_ns", "state", "attempts",
+                     "discovered_at", "queued_at")
+_FINISH_COLUMNS = ("state", "stage", "reason", "item_url", "finished_at")
+
+
+def _recordset(table: Any, columns: Iterable[str], where: tuple[str, str] | None = None) -> str:
+    """``jsonb_to_recordset(:rows) AS r(...)`` with the table's own column types; ``where``: (parameter name,
+    column) of the row's identity, for an UPDATE ... FROM."""
+    fields = [f'"{c}" {_pg_type(table.c[c])}' for c in columns]
+    if where is not None:
+        fields.insert(0, f'"{where[0]}" {_pg_type(table.c[where[1]])}')
+    return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({', '.join(fields)})"
+
+
+def _pg_type(column: Any) -> str:
+    """The column's PostgreSQL type; a length-limited text as TEXT, so that a value too long for its column is
+    refused when assigned (as a bound parameter is), never cut short by a conversion."""
+    name = str(column.type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
+    return "TEXT" if name.startswith("VARCHAR") else name
+
+
+# The statements below are built once, from the schema's own table and column names: no input reaches their text.
+def _pg_insert(table: Any, columns: Sequence[str], unique: str) -> Any:
+    names = ", ".join(f'"{c}"' for c in columns)
+    return text(f'INSERT INTO {table.name} ({names}) SELECT {names} FROM {_recordset(table, columns)} '  # noqa: S608
+                f'ON CONFLICT ("{unique}") DO NOTHING RETURNING "{unique}"')
+
+
+def _pg_update(table: Any, columns: Sequence[str], param: str, column: str) -> Any:
+    sets = ", ".join(f'"{c}" = r."{c}"' for c in columns)
+    return text(f'UPDATE {table.name} SET {sets} FROM {_recordset(table, columns, (param, column))} '  # noqa: S608
+                f'WHERE {table.name}."{column}" = r."{param}"')
+
+
+_PG_REGISTER = _pg_insert(drops, _REGISTER_COLUMNS, "key")
+_PG_INSERT_ITEMS = _pg_insert(items, _ITEM_COLUMNS, "url")
+_PG_UPDATE_ITEMS = _pg_update(items, _UPDATED_COLUMNS, "b_url", "url")
+_PG_REORDER_ITEMS = _pg_update(items, ("order_mtime_ns", "order_name"), "b_url", "url")
+_PG_FINISH_DROPS = _pg_update(drops, _FINISH_COLUMNS, "b_key", "key")
+_PG_LEDGER_STATES = text('SELECT "key", state FROM drops WHERE "key" = ANY(:keys)')
+_PG_LOCK_ITEMS = text(f'SELECT {", ".join(_LOCKED_COLUMNS)} FROM items WHERE url = ANY(:urls) '  # noqa: S608
+                      "ORDER BY url FOR UPDATE")
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> str:
+    """Rows as one JSON array for ``jsonb_to_recordset`` (timestamps as ISO 8601 with their offset)."""
+    try:
+        return orjson.dumps(rows).decode("utf-8")
+    except TypeError:  # what orjson refuses (integers past 64 bits in a body): the stdlib, same data
+        return json.dumps(rows, default=lambda v: v.isoformat())
 
 
 def _ending(key: str, state: str, stamp: datetime, item_url: str | None = None, stage: str | None = None,
