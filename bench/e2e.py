@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -106,12 +107,13 @@ def last_commit(store_url: str) -> float:
 
 def run_backlog(drops: Path, answers: Path, count: int, workers: int, concurrency: int, image_port: int,
                 max_seconds: float, log_dir: Path, check: bool = True, pool: str | None = None,
-                profile: bool = False, code: Path | None = None) -> Run:
+                profile: bool = False, code: Path | None = None, settings: dict[str, str] | None = None) -> Run:
     """One measured run on a fresh store and broker: the unit that bench/scaleout.py repeats."""
     metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=log_dir))
     with claimed_redis_db() as db, image_host(image_port, log_dir / "image-host.log") as _:
         store_url = fresh_database("feedworker_bench_e2e")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, code, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
+        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, code, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                        **(settings or {}))
         subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
         extra = ["-P", pool] if pool else []
         procs = [celery_worker(env, f"bench{i}-{os.getpid()}", concurrency, log_dir / f"worker{i}.log", extra)
@@ -192,6 +194,9 @@ def main() -> None:
     ap.add_argument("--max-seconds", type=float, default=600.0)
     ap.add_argument("--code", metavar="REV", help="run the tasks and worker packages of this git revision "
                     "(an A/B against older code; the benchmark itself stays this one)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs (each on a fresh store); the median counts")
+    ap.add_argument("--set", action="append", default=[], metavar="FEEDWORKER_X=V",
+                    help="a setting for the ingester and the workers (repeatable)")
     ap.add_argument("--profile", action="store_true", help="py-spy the workers and the ingester (collapsed stacks "
                     "in the run's log folder) and print the hottest functions")
     args = ap.parse_args()
@@ -199,23 +204,33 @@ def main() -> None:
     WORK.mkdir(parents=True, exist_ok=True)
     drops = WORK / f"e2e-{args.count}-{args.seed}-{args.image_port}"
     make_corpus(drops, args.count, seed=args.seed, mix="clean", image_base=f"http://127.0.0.1:{args.image_port}")
-    log_dir = Path(tempfile.mkdtemp(prefix="e2e-run-", dir=WORK))
     print(f"machine: {machine()}")
-    print(f"code: {args.code or 'the working tree'}")
+    print(f"code: {args.code or 'the working tree'}; settings: {' '.join(args.set) or 'defaults'}")
     print(f"e2e backlog: {args.count:,} files (--mix clean), {args.workers} worker(s) x -c {args.concurrency}"
-          f"{' -P ' + args.pool if args.pool else ''}, Redis + PostgreSQL on loopback (logs in {log_dir})")
-    run = run_backlog(drops, drops.parent / f"{drops.name}.expected.json", args.count, args.workers,
-                      args.concurrency, args.image_port, args.max_seconds, log_dir, pool=args.pool,
-                      profile=args.profile, code=code_tree(args.code) if args.code else None)
-    report(run)
-    if args.profile:
-        for stacks in sorted(log_dir.glob("*.stacks")):
-            print(f"  profile {stacks.name}:")
-            for line in summarize_stacks(stacks, marks=MARKS):
-                print(f"    {line}")
-    verdict = "all answers hold" if run.correct else "ANSWERS OFF"
-    print(f"figure: {run.rate:,.0f} files/s end to end ({args.count:,} files, {verdict})")
-    sys.exit(0 if run.correct else 1)
+          f"{' -P ' + args.pool if args.pool else ''}, Redis + PostgreSQL on loopback")
+    runs = []
+    for n in range(args.repeat):
+        log_dir = Path(tempfile.mkdtemp(prefix="e2e-run-", dir=WORK))
+        run = run_backlog(drops, drops.parent / f"{drops.name}.expected.json", args.count, args.workers,
+                          args.concurrency, args.image_port, args.max_seconds, log_dir, pool=args.pool,
+                          profile=args.profile, code=code_tree(args.code) if args.code else None,
+                          settings=dict(kv.split("=", 1) for kv in args.set))
+        print(f"run {n + 1}/{args.repeat} (logs in {log_dir}), load average {os.getloadavg()[0]:.2f}:")
+        report(run)
+        if args.profile:
+            for stacks in sorted(log_dir.glob("*.stacks")):
+                print(f"  profile {stacks.name}:")
+                for line in summarize_stacks(stacks, marks=MARKS):
+                    print(f"    {line}")
+        runs.append(run)
+    correct = all(r.correct for r in runs)
+    rates = sorted(r.rate for r in runs)
+    cpu = sorted(sum(r.cpu.values()) / r.files * 1e6 for r in runs)
+    spread = f" (runs: {', '.join(f'{r:,.0f}' for r in rates)})" if len(runs) > 1 else ""
+    verdict = "all answers hold" if correct else "ANSWERS OFF"
+    print(f"figure: {statistics.median(rates):,.0f} files/s end to end{spread}, "
+          f"{statistics.median(cpu):,.0f} us CPU a file ({args.count:,} files, {verdict})")
+    sys.exit(0 if correct else 1)
 
 
 if __name__ == "__main__":
