@@ -37,6 +37,7 @@ class Enqueuer:
         self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
         self.batch_max = batch_max  # drops per task when resending (submit's callers batch their own)
         self.sent = 0
+        self.unsent: set[str] = set()  # registered in the ledger by this enqueuer, not sent yet
 
     def submit(self, paths: Sequence[Path]) -> int:
         """Register and send these files (one batch); return how many were new to the ledger."""
@@ -47,10 +48,15 @@ class Enqueuer:
         with metrics.timed_store_write("register"):
             fresh = set(self.store.register_drops(rows, self.run_id, self.origin))
         metrics.drops_discovered(self.origin, len(fresh))
+        # Registered by an earlier call whose send failed (the broker was down): a retry of the same paths sends
+        # them, rather than skipping them as known.
+        fresh |= self.unsent & {w["key"] for w in wire}
         wire = [w for w in wire if w["key"] in fresh]
         if wire:
+            self.unsent.update(fresh)
             self._wait_for_room()
             self._send(wire)
+            self.unsent.difference_update(fresh)
         return len(wire)
 
     def resend(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -77,6 +83,7 @@ class Enqueuer:
         wire = [w for w in wire if w["key"] in marked]
         if wire:
             self._send(wire)
+            self.unsent.difference_update(marked)
         return len(wire)
 
     def requeue_stale(self, older_than: float) -> int:

@@ -14,6 +14,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
+import redis
 from kombu.exceptions import KombuError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import DBAPIError
@@ -28,6 +29,9 @@ from worker.settings import Settings
 logger = logging.getLogger(__name__)
 
 MAX_QUEUE_BATCHES = 200  # back pressure: about 20,000 drops waiting at the default batch size
+# What a broker or store outage raises here: kombu's errors, redis-py's (a passive queue_declare is not wrapped),
+# the database driver's, and ours.
+OUTAGE_ERRORS = (KombuError, redis.RedisError, DBAPIError, TransientError)
 
 
 def files_of(paths: Sequence[Path], recursive: bool) -> Iterator[Path]:
@@ -54,14 +58,29 @@ def ingest(settings: Settings, store: Store, paths: Sequence[Path], wait: bool, 
         for path in files_of(paths, settings.watch.recursive):
             batch.append(path)
             if len(batch) >= settings.watch.batch_max:
-                enq.submit(batch)
+                _submit(enq, batch)
                 batch = []
                 _advance(progress, task, enq.sent)
-        enq.submit(batch)
+        _submit(enq, batch)
         _advance(progress, task, enq.sent)
         if wait:
             return _wait(store, enq, settings, progress)
     return {"enqueued": enq.sent}
+
+
+def _submit(enq: Enqueuer, batch: list[Path]) -> None:
+    """Send one batch, waiting out a broker or store outage (said once, then a line every 10 tries): the drops
+    already registered are sent when the broker is back, none twice (Enqueuer.unsent)."""
+    tries = 0
+    while True:
+        try:
+            enq.submit(batch)
+            return
+        except OUTAGE_ERRORS as exc:
+            if tries % 10 == 0:
+                logger.warning("broker or store unreachable (%s); retrying every second", _first_line(exc))
+            tries += 1
+            time.sleep(1.0)
 
 
 def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | None) -> dict[str, int]:
@@ -83,7 +102,7 @@ def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | 
         if time.monotonic() - last_requeue > settings.watch.requeue_after_seconds:
             try:
                 enq.requeue_stale(settings.watch.requeue_after_seconds)  # a task lost with its broker
-            except (KombuError, DBAPIError, TransientError) as exc:
+            except OUTAGE_ERRORS as exc:
                 logger.warning("could not send lost drops again (%s); trying again in %.0f s", _first_line(exc),
                                settings.watch.requeue_after_seconds)
             last_requeue = time.monotonic()
