@@ -66,7 +66,7 @@ def test_read_only_drop_folder(tmp_path: Path) -> None:
         stack.callback(subprocess.run, ["chattr", "-i", str(drops)], check=False)
         store, env, watcher = stack.enter_context(watching(tmp_path, drops))
         wait_for(lambda: _all_finished(store, total), 60)  # outcomes need no write access to the folder
-        time.sleep(3)  # the watcher meets the read-only folder for a while
+        time.sleep(2)  # the watcher meets the read-only folder for a while
         assert watcher.poll() is None, "the watcher died on a read-only folder"
         log = (tmp_path / "watch.log").read_text()
         assert "Operation not permitted" in log and str(drops) in log  # the cause and the place
@@ -126,10 +126,10 @@ def test_disk_full_drop_folder(tmp_path: Path) -> None:
             _fill(filler)  # the disk is full: no byte more can be written
             store, env, watcher = stack.enter_context(watching(tmp_path, drops))
             wait_for(lambda: _all_finished(store, 6), 60)  # outcomes live in the store, not on this disk
-            time.sleep(2)
+            time.sleep(1)
             assert watcher.poll() is None
             filler.unlink()  # space again: the failure report is written
-            wait_for(lambda: (drops / "failed" / "bad.txt.error.json").exists(), 6)
+            wait_for(lambda: (drops / "failed" / "bad.txt.error.json").exists(), 4)
             leftovers = [p.name for p in (drops / "failed").iterdir() if p.name.endswith(".tmp")]
             assert not leftovers, leftovers
             assert {r["title"] for r in export(env)} == {f"Full {i}" for i in range(5)}

@@ -141,7 +141,7 @@ def test_a_drop_whose_image_hosts_stall_never_blocks_the_queue(tmp_path: Path) -
     verify stage busy past its soft time limit. Its batch-mates still land; the drop itself ends (failed with
     the reason, or published with its images unreachable) instead of being sent again and stalling again."""
     drops = tmp_path / "drops"
-    settings = {"FEEDWORKER_TASK_SOFT_TIME_LIMIT": "6", "FEEDWORKER_TASK_TIME_LIMIT": "8",
+    settings = {"FEEDWORKER_TASK_SOFT_TIME_LIMIT": "3", "FEEDWORKER_TASK_TIME_LIMIT": "5",
                 "FEEDWORKER_VISIBILITY_TIMEOUT": "10", "FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS": "5",
                 "FEEDWORKER_WATCH__BATCH_MAX": "8"}
     with ExitStack() as stack:
