@@ -88,7 +88,7 @@ def test_files_deleted_between_detection_and_processing(tmp_path: Path) -> None:
             gone = drops / f"gone_{i}.txt"
             gone.write_text(f"---\ntitle: Gone {i}\nwebUrl: https://gone.test/{i}\n---\n")
             time.sleep((i % 5) * 0.03)
-            gone.unlink()
+            gone.unlink(missing_ok=True)  # the watcher may have read and put it away already: "in time"
         for i in range(10):  # good drops among them, renamed into place
             tmp = drops / f".good_{i}.part"
             tmp.write_text(f"---\ntitle: Kept {i}\nwebUrl: https://kept.test/{i}\n---\n")
@@ -111,8 +111,6 @@ def test_files_deleted_between_detection_and_processing(tmp_path: Path) -> None:
     assert titles - {f"Kept {i}" for i in range(10)} == read_in_time  # read before it went: it landed
 
 
-@pytest.mark.xfail(strict=True, reason="worker/finalize.py: on ENOSPC the failed drop is moved but its "
-                                       ".error.json is never written, even after space is freed (reported)")
 def test_disk_full_drop_folder(tmp_path: Path) -> None:
     drops = tmp_path / "drops"
     drops.mkdir()

@@ -50,6 +50,10 @@ def finalize(drop_dir: Path, row: Mapping[str, Any], after: str) -> Outcome:
     path = Path(row["path"])
     current = _current_file(row)
     if current is None:
+        moved = find_moved(drop_dir, row) if row["state"] == "failed" else None
+        if moved is not None:  # moved before, but its report never written (a crash, a full disk): write it now
+            write_error_report(moved, row)
+            return Outcome("moved", moved)
         return Outcome("missing" if not os.path.lexists(path) else "superseded", None)
     failed, replayed = row["state"] == "failed", current != path
     sub = _relative_parent(drop_dir, path)
@@ -130,8 +134,12 @@ def write_error_report(target: Path, row: Mapping[str, Any]) -> Path:
         "attempts": row.get("attempts"),
     }
     tmp = report.with_name(f".{report.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, report)  # our own report name: replacing it (a rerun) is fine
+    try:
+        tmp.write_text(json.dumps(body, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, report)  # our own report name: replacing it (a rerun) is fine
+    except OSError:
+        tmp.unlink(missing_ok=True)  # no half-written report left behind (e.g. the disk is full)
+        raise
     return report
 
 
