@@ -46,7 +46,7 @@ def test_redis_restarted_empty_mid_run_loses_nothing(tmp_path: Path) -> None:
         broker = stack.enter_context(private_redis(tmp_path / "redis"))
         store = stack.enter_context(fresh_pg_database())
         base = stack.enter_context(image_host(delay=0.5))
-        ans = write_corpus(tmp_path / "drops", base, count=40)
+        ans = write_corpus(tmp_path / "drops", base, count=30)
         total = len(list((tmp_path / "drops").iterdir()))
         env = fault_env(broker.url(), store, FAST)
         feedworker(env, "migrate")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import signal
 import subprocess
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -82,3 +83,36 @@ def _settled(drops: Path, store: str, total: int) -> bool:
     rows = ledger(store)
     left = [p for p in drops.iterdir() if p.is_file()]
     return len(rows) == total and all(r["state"] != "queued" for r in rows) and not left
+
+
+def test_watcher_takes_drops_made_while_redis_is_down(tmp_path: Path) -> None:
+    """Fault 2 for the watcher: Redis killed (restarted empty 3 s later) while files keep arriving. The watcher
+    keeps taking them, sends them once the broker is back; workers reconnect; every drop lands once."""
+    drops = tmp_path / "drops"
+    drops.mkdir()
+    with ExitStack() as stack:
+        broker = stack.enter_context(private_redis(tmp_path / "redis"))
+        store = stack.enter_context(fresh_pg_database())
+        env = fault_env(broker.url(), store, SETTINGS)
+        feedworker(env, "migrate")
+        worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
+        watcher = _watch(env, drops, tmp_path / "watch.log")
+        try:
+            for i in range(30):
+                if i == 10:
+                    broker.kill()
+                if i == 20:
+                    broker.start()  # empty: what was queued is gone
+                part = drops / f".drop_{i}.part"
+                part.write_text(f"---\ntitle: During {i}\nwebUrl: https://during.test/{i}\n---\n")
+                part.rename(drops / f"drop_{i}.txt")
+                time.sleep(0.3)
+            wait_for(lambda: _settled(drops, store, 30), 60)
+            assert watcher.poll() is None and worker.poll() is None
+        finally:
+            watcher.send_signal(signal.SIGTERM)
+            watcher.wait(30)
+        records = export(env)
+        rows = ledger(store)
+    assert len(rows) == 30 and {r["state"] for r in rows} == {"published"}
+    assert sorted(r["title"] for r in records) == sorted(f"During {i}" for i in range(30))
