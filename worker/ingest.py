@@ -88,13 +88,17 @@ def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | 
     meanwhile is waited out (logged), not fatal: the drops are in the ledger, and this loop is what resends them."""
     task = progress.add_task("finish", total=enq.sent) if progress else None
     last_requeue = time.monotonic()
+    down = 0  # seconds the store has been unreachable: said at once, then every 30 s
     while True:
         try:
             counts: Counter[str] = store.run_counts(enq.run_id)
         except DBAPIError as exc:
-            logger.warning("store unreachable, still waiting: %s", _first_line(exc))
+            if down % 30 == 0:
+                logger.warning("store unreachable, still waiting: %s", _first_line(exc))
+            down += 1
             time.sleep(1.0)
             continue
+        down = 0
         done = sum(counts[s] for s in ("published", "unchanged", "failed"))
         _advance(progress, task, done)
         if counts["queued"] == 0:
