@@ -346,3 +346,19 @@ def pong(broker_url: str, node: str) -> bool:
         return False
     finally:
         app.close()
+
+
+@contextmanager
+def ingest_waiting(env: dict[str, str], folder: Path) -> Iterator[subprocess.Popen[str]]:
+    """`feedworker ingest FOLDER --wait --json` in the background; killed if still running when the block ends
+    (a failed test must not leave it waiting for a store or broker that is gone)."""
+    from tests.processes import BIN
+
+    proc = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(folder), "--wait", "--json"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -24,12 +24,13 @@ from tests.faults import (
     check_consistent,
     fault_env,
     image_host,
+    ingest_waiting,
     kill_tree,
     ledger,
     node_name,
     private_redis,
 )
-from tests.processes import BIN, celery_worker, export, feedworker, wait_for
+from tests.processes import celery_worker, export, feedworker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +55,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         feedworker(env, "migrate")
         steady = stack.enter_context(celery_worker(env, tmp_path, "steady", concurrency=1))
         victim = stack.enter_context(celery_worker(env, tmp_path, "victim0"))
-        ingest = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(tmp_path / "drops"), "--wait", "--json"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
         caught: list[int] = []
         for round_ in range(1, VICTIM_KILLS + 1):
             held = wait_for(lambda n=round_ - 1: active_tasks(broker.url(), node_name(f"victim{n}")), 30)

@@ -23,12 +23,13 @@ from tests.faults import (
     check_consistent,
     fault_env,
     image_host,
+    ingest_waiting,
     ledger,
     private_redis,
     tcp_proxy,
     via_proxy,
 )
-from tests.processes import BIN, celery_worker, export, feedworker, wait_for
+from tests.processes import celery_worker, export, feedworker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +57,7 @@ def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path) 
         env = fault_env(broker.url(), store, FAST)
         feedworker(env, "migrate")
         worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
-        ingest = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(tmp_path / "drops"), "--wait", "--json"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
         wait_for(lambda: _finished(direct) >= 6, 60)
         proxy.cut()  # PostgreSQL is gone for everyone: workers, ingest --wait
         cut_at = _finished(direct)

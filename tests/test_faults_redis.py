@@ -20,13 +20,14 @@ from tests.faults import (
     check_consistent,
     fault_env,
     image_host,
+    ingest_waiting,
     ledger,
     node_name,
     pong,
     private_redis,
     unacked,
 )
-from tests.processes import BIN, celery_worker, export, feedworker, wait_for
+from tests.processes import celery_worker, export, feedworker, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -52,8 +53,7 @@ def test_redis_restarted_empty_mid_run_loses_nothing(tmp_path: Path) -> None:
         feedworker(env, "migrate")
         worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
         wait_for(lambda: pong(broker.url(), node_name("w1")), 30)
-        ingest = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(tmp_path / "drops"), "--wait", "--json"],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
         lost = []
         for down in OUTAGES:
             wait_for(lambda: worker.poll() is not None or unacked(broker) > 0, 60, interval=0.05)  # busy now
@@ -106,8 +106,7 @@ def test_worker_with_a_task_in_flight_survives_redis_going_away(tmp_path: Path) 
             folder.mkdir()
             (folder / "one.txt").write_text(f"---\ntitle: One {n}\nwebUrl: https://one.test/{n}\n"
                                             f"images: [{{url: '{base}/ok/10/10/{n}.png'}}]\n---\n")
-            ingest = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(folder), "--wait", "--json"],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            ingest = stack.enter_context(ingest_waiting(env, folder))
             wait_for(lambda: unacked(broker) > 0, 20, interval=0.02)
             time.sleep(0.3)  # the task is running; the other pool process waits for work
             broker.kill()

@@ -49,6 +49,7 @@ def test_watcher_killed_mid_backlog_and_restarted(tmp_path: Path) -> None:
         feedworker(env, "migrate")
         stack.enter_context(celery_worker(env, tmp_path, "w1"))
         watcher = _watch(env, drops, tmp_path / "watch.log")
+        stack.callback(_kill, watcher)  # a failed test leaves no watcher behind
         registered = wait_for(lambda: (n := len(ledger(store))) >= BACKLOG // 5 and n, 60, interval=0.02)
         watcher.send_signal(signal.SIGKILL)
         watcher.wait()
@@ -76,6 +77,12 @@ def test_watcher_killed_mid_backlog_and_restarted(tmp_path: Path) -> None:
     failed = sorted(p.name for p in (drops / "failed").iterdir())
     assert sorted(processed) == sorted(r["name"] for r in rows if r["state"] != "failed")  # each moved once
     assert failed == sorted([*ans.refused, *(f"{n}.error.json" for n in ans.refused)])
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 def _settled(drops: Path, store: str, total: int) -> bool:
