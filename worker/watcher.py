@@ -93,6 +93,7 @@ class DropWatcher:
         self.retry: list[Path] = []  # a batch whose submit failed part-way
         self.known: set[str] = set()  # keys the ledger holds: a rescan skips them without a query
         self.missing_since: dict[str, float] = {}
+        self.move_failed: set[str] = set()  # drops whose file could not be moved yet: said once, retried
         self.symlinks: set[Path] = set()  # already reported
         self._scan: Iterator[os.DirEntry[str]] | None = None
         self._next_scan = self._next_finalize = self._next_requeue = 0.0
@@ -374,7 +375,14 @@ class DropWatcher:
         """Put away every finished drop of this folder whose file has not been moved yet; return how many."""
         done = 0
         for row in self.store.finished_unfinalized(ORIGIN, under=self._prefix):
-            result = finalize(self.root, row, self.cfg.after)
+            try:
+                result = finalize(self.root, row, self.cfg.after)
+            except OSError as exc:  # a read-only or full folder: the outcome is safe in the ledger; retry later
+                if row["key"] not in self.move_failed:
+                    logger.warning("cannot put away %s yet: %s", row["name"], exc, extra={"file": row["name"]})
+                    self.move_failed.add(row["key"])
+                continue
+            self.move_failed.discard(row["key"])
             final = result.final_path
             if result.action == "missing":
                 final = find_moved(self.root, row)
