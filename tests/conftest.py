@@ -18,6 +18,9 @@ import psycopg
 import pytest
 import redis
 
+from tasks.migrate import upgrade
+from tasks.store import Store
+
 PG_ADMIN = os.environ.get("FEEDWORKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = os.environ.get("FEEDWORKER_TEST_REDIS", "redis://127.0.0.1:6379")
 DATA = Path(__file__).parent / "data"
@@ -75,3 +78,12 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     with fresh_pg_database() as url:
         yield url
+
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[Store]:
+    """A migrated store on each backend (see ``store_url``)."""
+    s = Store(store_url)
+    upgrade(s)
+    yield s
+    s.dispose()

@@ -8,26 +8,14 @@ would send it again and count it twice (measured before the fix: a run of 62 new
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
-from tasks.migrate import upgrade
 from tasks.models import Item
 from tasks.records import Drop, normalize
 from tasks.store import Store, now
 from worker.enqueue import Enqueuer
 from worker.settings import Settings
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    upgrade(s)
-    yield s
-    s.dispose()
 
 
 def _queued(store: Store, tmp_path: Path, n: int) -> Drop:

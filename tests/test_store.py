@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from tasks.migrate import is_current, upgrade
 from tasks.models import Item
@@ -16,14 +13,6 @@ from tasks.store import Store
 
 SECURED = ("P9C+Wo7uXjFqUO/1D/5pBdIuOrSRbxkhLNxWqOpk1cSml5z2DKS1KZxUh3kZiRHK4qC98Q1avEKp2OCMg4HV3/7e=="
            ";JtQtSI/GKvSP0uK3eEHwlA==")
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    upgrade(s)
-    yield s
-    s.dispose()
 
 
 def item(url: str, title: str = "A title", related: list[dict[str, Any]] | None = None, **more: Any) -> Item:

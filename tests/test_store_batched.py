@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
-from tasks.migrate import upgrade
 from tasks.models import Item
 from tasks.pipeline import Failure
 from tasks.records import Drop, Normalized, normalize
 from tasks.store import Store, json_text
-
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[Store]:
-    s = Store(store_url)
-    upgrade(s)
-    yield s
-    s.dispose()
 
 
 def norm(url: str, title: str, n: int, related: list[dict[str, Any]] | None = None) -> Normalized:
