@@ -1,7 +1,7 @@
 """What the benchmarks share: the machine's description, corpora, the loopback image host, fresh stores, workers.
 
 Everything here talks to 127.0.0.1 only: Redis at 6379 and PostgreSQL at 5432 (user postgres, trust auth), as the
-tests use them, and the image host from ``../shared/tools/image_server.py`` on a free loopback port.
+tests use them, and the repository's image host (``python -m tools.imagehost``) on a free loopback port.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
-TOOLS = Path(os.environ.get("FEEDWORKER_TOOLS", ROOT.parent / "shared" / "tools"))
+if str(ROOT) not in sys.path:  # a bench runs as `python bench/x.py`: the repository's tools/ must import
+    sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
@@ -46,12 +47,13 @@ def machine() -> str:
 
 def make_corpus(out: Path, count: int, *, seed: int = 7, mix: str = "clean",
                 image_base: str = "http://127.0.0.1:8765") -> dict[str, Any]:
-    """Write ``count`` drops with ``make_corpus.py`` (unless ``out`` already holds them); return its answers."""
-    answers = out.parent / f"{out.name}.expected.json"
+    """Write ``count`` drops with :func:`tools.corpus.generate` (unless ``out`` already holds them); return its
+    answers."""
+    from tools.corpus import answers_path, generate
+
+    answers = answers_path(out)
     if not (answers.is_file() and out.is_dir() and sum(1 for _ in os.scandir(out)) == count):
-        subprocess.run([sys.executable, str(TOOLS / "make_corpus.py"), str(out), "--count", str(count),
-                        "--seed", str(seed), "--mix", mix, "--image-base", image_base],
-                       check=True, stdout=subprocess.DEVNULL)
+        return generate(out, count, seed=seed, image_base=image_base, mix=mix)
     result: dict[str, Any] = json.loads(answers.read_text(encoding="utf-8"))
     return result
 
@@ -63,11 +65,11 @@ def free_port() -> int:
 
 
 @contextmanager
-def image_host(port: int, log: Path | None = None) -> Iterator[str]:
-    """The loopback image host on ``port``; yields its base URL."""
+def image_host(port: int, log: Path | None = None, *more: str) -> Iterator[str]:
+    """The loopback image host (``python -m tools.imagehost``) on ``port``, with ``more`` of its options (e.g.
+    ``--latency-ms``); yields its base URL."""
     out: IO[bytes] | int = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
-    proc = subprocess.Popen([sys.executable, str(TOOLS / "image_server.py"), "--port", str(port)],
-                            stdout=out, stderr=out)
+    proc = subprocess.Popen(image_host_argv(port, *more), cwd=ROOT, stdout=out, stderr=out)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 10
@@ -84,6 +86,10 @@ def image_host(port: int, log: Path | None = None) -> Iterator[str]:
         stop(proc)
         if not isinstance(out, int):
             out.close()
+
+
+def image_host_argv(port: int, *more: str) -> list[str]:
+    return [sys.executable, "-m", "tools.imagehost", "--port", str(port), *more]
 
 
 def fresh_database(name: str) -> str:
@@ -196,7 +202,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-ACCEPT_DBS = (9, 10, 13)  # flushed by ../shared/tools/accept without a claim: never ours
+ACCEPT_DBS = (9, 10, 13)  # flushed without a claim by the acceptance checks run on this machine: never ours
 
 
 @contextmanager

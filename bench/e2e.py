@@ -3,13 +3,13 @@
     .venv/bin/python bench/e2e.py [--count 10000] [--workers 1] [--concurrency 2] [--max-seconds 600]
 
 What it does, all on 127.0.0.1:
-1. writes ``--count`` drops with ``make_corpus.py --mix clean`` (images on the loopback image host; kept under
+1. writes ``--count`` drops with ``python -m tools.corpus --mix clean`` (images on the loopback image host; kept under
    /tmp/feedworker-bench/ for the next run), starts the image host on ``--image-port``;
 2. a fresh PostgreSQL database (``feedworker_bench_e2e``) and a Redis database number of its own (claimed as the
    tests claim theirs, flushed before and after);
 3. ``--workers`` x `celery -A worker worker -c CONCURRENCY`, waits until they answer a ping;
 4. times `feedworker ingest DIR --wait --json` from its start to the last ledger commit (``max(finished_at)``);
-5. checks every answer of the corpus (``check_export.py``, as `accept e2e` does): a fast wrong run is no figure.
+5. checks every answer of the corpus (``python -m tools.checkexport``): a fast wrong run is no figure.
 
 Prints files/s, the share of time per stage from the tasks' own timing (the ``feedworker_stage_duration_seconds``
 and ``feedworker_store_write_seconds`` histograms, read from prometheus-client's multiprocess files of every
@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 from benchlib import (
     BIN,
-    TOOLS,
+    ROOT,
     bench_env,
     celery_worker,
     claimed_redis_db,
@@ -82,7 +82,7 @@ def service_cpu(image_port: int) -> dict[tuple[str, int], float]:
         name, cmd = p.info["name"] or "", " ".join(p.info["cmdline"] or [])
         role = ("redis" if name.startswith("redis-server") and ":6379" in cmd
                 else "postgres" if name in ("postgres", "postmaster")
-                else "image host" if "image_server.py" in cmd and f"--port {image_port}" in cmd else None)
+                else "image host" if "tools.imagehost" in cmd and f"--port {image_port}" in cmd else None)
         if role and p.info["cpu_times"] is not None:
             found[(role, p.pid)] = p.info["cpu_times"].user + p.info["cpu_times"].system
     return found
@@ -156,8 +156,8 @@ def run_backlog(drops: Path, answers: Path, count: int, workers: int, concurrenc
             export = log_dir / "records.jsonl"
             subprocess.run([str(BIN / "feedworker"), "export", "--out", str(export)], env=env, check=True,
                            capture_output=True)
-            res = subprocess.run([sys.executable, str(TOOLS / "check_export.py"), str(answers), str(export)],
-                                 capture_output=True, text=True)
+            res = subprocess.run([sys.executable, "-m", "tools.checkexport", str(answers), str(export)],
+                                 cwd=ROOT, capture_output=True, text=True)
             run.answers, run.correct = res.stdout.strip().splitlines()[-1], res.returncode == 0
         return run
 

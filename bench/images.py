@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/images.py [--count 3000] [--batch 300] [--peer-threads 10] [--max-seconds 180]
 
-Starts ``../shared/tools/image_server.py`` on 127.0.0.1 (``--image-server`` to point elsewhere), checks N distinct
+Starts the repository's image host (``python -m tools.imagehost``) on 127.0.0.1, checks N distinct
 ``/ok/W/H/`` URLs in batches as the pipeline does (``check_many``: Redis MGET, fetch, pipeline SET), then the same
 URLs again (all from the cache), then serves one HTML page holding the same ``<img>`` tags on 127.0.0.1 and runs
 linkchecker on it. Everything talks to 127.0.0.1 only; every phase is bounded in count and in time.
@@ -33,6 +33,8 @@ import redis
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchlib import image_host_argv  # noqa: E402
 
 from tasks.imagecache import OutcomeCache  # noqa: E402
 from tasks.images import ImageChecker  # noqa: E402
@@ -66,8 +68,8 @@ def ok_requests(base: str) -> int:
     return int(stats(base)["by_kind"].get("ok", 0))
 
 
-def start_image_server(path: Path, port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([sys.executable, str(path), "--port", str(port), "--host", "127.0.0.1"])
+def start_image_host(port: int, *more: str) -> subprocess.Popen[bytes]:
+    server = subprocess.Popen(image_host_argv(port, *more), cwd=ROOT, stdout=subprocess.DEVNULL)
     for _ in range(100):
         try:
             stats(f"http://127.0.0.1:{port}")
@@ -75,7 +77,7 @@ def start_image_server(path: Path, port: int) -> subprocess.Popen[bytes]:
         except OSError:
             time.sleep(0.05)
     server.kill()
-    raise SystemExit("image_server.py did not start")
+    raise SystemExit("the image host did not start")
 
 
 def run_checker(urls: list[str], batch: int, redis_url: str, base: str, deadline: float
@@ -180,7 +182,7 @@ def main() -> None:
     ap.add_argument("--count", type=int, default=3000, help="distinct URLs per round (at most 20000)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported (at most 10)")
     ap.add_argument("--batch", type=int, default=300, help="URLs per check_many call, as a pipeline batch")
-    ap.add_argument("--image-server", type=Path, default=ROOT.parent / "shared/tools/image_server.py")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="the image host answers like a far host")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="a loopback Redis (keys cleaned up)")
     ap.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="python of a venv with linkchecker")
     ap.add_argument("--peer-threads", type=int, default=10, help="linkchecker --threads (its default: 10)")
@@ -192,7 +194,7 @@ def main() -> None:
     deadline = time.monotonic() + args.max_seconds
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    server = start_image_server(args.image_server, port)
+    server = start_image_host(port, "--latency-ms", str(args.latency_ms))
     peer = Peer(args.peer_python, args.peer_threads) if args.peer_python.exists() else None
     if peer is None:
         print(f"peer: no linkchecker at {args.peer_python} (see this file's docstring to install it)")
@@ -222,7 +224,7 @@ def report(rows: dict[str, list[Run]], count: int, rounds: int, base: str, args:
               f"(rounds: {each}; {note}; requests/round: {requests})")
         return count / seconds, cpu / count
 
-    print(f"\nimage checks: {count} distinct /ok/ URLs per round on {base} (image_server.py), {rounds} rounds, "
+    print(f"\nimage checks: {count} distinct /ok/ URLs per round on {base} (tools.imagehost), {rounds} rounds, "
           f"medians; batches of {args.batch}")
     cold = line("feedworker cold", "cold", shape)
     line("feedworker cached", "cached", "one Redis MGET per batch")

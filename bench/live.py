@@ -4,7 +4,7 @@
 
 All on 127.0.0.1: the loopback image host, a Redis database number of its own (claimed, flushed), a fresh
 PostgreSQL database, and `feedworker run DROP_DIR` as a user starts it (watcher + supervised Celery worker).
-Files from ``make_corpus.py --mix clean`` go into the watched folder by atomic rename (written as a dot-file,
+Files from ``python -m tools.corpus --mix clean`` go into the watched folder by atomic rename (written as a dot-file,
 renamed), one every 1/RATE s on a fixed schedule (no drift), for ``--seconds``.
 
 Latency of a drop = the moment its record was written (the record's ``updated_at`` as that commit set it; the

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/parse.py [--count 2000] [--rounds 5] [--mix clean|default] [--max-seconds 120]
 
-Corpus: ``../shared/tools/make_corpus.py`` files (written once under /tmp/feedworker-bench/), read into memory
+Corpus: ``tools.corpus`` files (written once under /tmp/feedworker-bench/), read into memory
 first: reading the disk is not parsing. The process is pinned to one CPU. Each path runs ``--rounds`` times,
 interleaved, and the best round counts (other processes on the machine only ever slow a round down).
 

@@ -11,7 +11,7 @@
    walk, lstat, read, ledger insert, message send. Reported: time from the command's start to the first message
    in the queue, enqueue rate, CPU per file, the ingester's peak RSS (VmHWM), and the per-file cost at N over at
    ``--small`` (flat: <= 1.2).
-2. Worker memory. ``--worker-files`` make_corpus drops (images on the loopback host) through `feedworker ingest
+2. Worker memory. ``--worker-files`` generated drops (images on the loopback host) through `feedworker ingest
    --wait` and one `celery -A worker worker -c 2`; the worker's RSS (main process + pool children) is sampled as
    drops finish. Reported: RSS after the first 10% and at the end, and pool restarts (worker_max_memory_per_child
    would hide a leak by restarting a child, so a restart is reported too).

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/store.py [--count 5000] [--batch 100] [--backend postgresql|sqlite|both]
 
-The corpus (``make_corpus.py --mix clean``) is parsed and normalized first, outside the clock; image outcomes are
+The corpus (``tools.corpus``, clean mix) is parsed and normalized first, outside the clock; image outcomes are
 filled as the verify stage fills them. Then, on a fresh database, each batch is registered in the ledger
 (``Store.register_drops``) and published (``Store.publish``: lock, merge, write records and outcomes in one
 transaction), timed separately. One process, one connection at a time: the per-batch cost of the SQL.

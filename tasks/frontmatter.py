@@ -4,7 +4,7 @@ Example::
 
     split_front_matter(b"---\\ntitle: Hi\\n---\\nbody\\n").text  ->  "title: Hi\\n"
 
-The rules (FORMAT.md, as Jekyll, Hugo and python-frontmatter read it):
+The rules (docs/format.md, as Jekyll, Hugo and python-frontmatter read it):
 
 - the first line is ``---``; the next line that is ``---`` closes the front matter, even when a body with more
   ``---`` lines follows; a fence line may carry trailing spaces or tabs; the closing fence may be the last line

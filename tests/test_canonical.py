@@ -14,7 +14,7 @@ from tasks.models import Item
 
 ITEM = "https://bgr.com/tech/netflix-has-found-a-new-way-12/"
 
-# The spellings /work/shared/tools/make_corpus.py's url_variant() writes for one item: all are that item.
+# The spellings tools/corpusitems.py's url_variant() writes for one item: all are that item.
 CORPUS_VARIANTS = [
     ITEM,
     f"{ITEM}?utm_source=feed&utm_medium=rss&utm_campaign=c42",

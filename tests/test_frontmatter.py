@@ -1,4 +1,4 @@
-"""Front-matter splitting (tasks.frontmatter): the fence rules of FORMAT.md, table-driven."""
+"""Front-matter splitting (tasks.frontmatter): the fence rules of docs/format.md, table-driven."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The image checker end to end, against real HTTP servers on loopback (started here, no /work/shared needed).
+"""The image checker end to end, against real HTTP servers on loopback (started here).
 
 Every refusal test is built so that a broken guard could only reach loopback: the test servers are the only
 listeners, the allow-list names 127.0.0.1/32 at most, and names come from a static test resolver or /etc/hosts.

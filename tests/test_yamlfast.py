@@ -136,7 +136,7 @@ def test_the_sample_drops(path: Path) -> None:
 
 
 def corpus_text(rng: random.Random) -> str:
-    """A drop in the shape make_corpus.py writes (JSON-quoted strings, plain words and numbers)."""
+    """A drop in the shape tools/corpus.py writes (JSON-quoted strings, plain words and numbers)."""
     def q(s: str) -> str:
         return json.dumps(s, ensure_ascii=False)
 

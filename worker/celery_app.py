@@ -1,6 +1,6 @@
 """The Celery app: `celery -A worker worker` finds it as ``worker.app``.
 
-Delivery settings, chosen on purpose (see README "Guarantees" and ../shared/CELERY.md for the measurements):
+Delivery settings, chosen on purpose (see README "Guarantees" and docs/celery.md for the measurements):
 - acks_late + reject_on_worker_lost: a task is acknowledged only after it ran, so a killed worker's tasks are
   delivered again; every stage is safe to repeat (the publish stage skips drops the ledger has finished).
 - prefetch multiplier 1: a worker holds only what it runs, so nothing waits unacked behind a long task.
