@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from worker.settings import Settings
+from worker.settings import ConfigError, Settings
 
 EXAMPLE = Path(__file__).parent.parent / "config" / "feedworker.example.yaml"
 
@@ -40,8 +40,8 @@ def test_bad_config_file_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     cfg = tmp_path / "fw.yaml"
     cfg.write_text("- a list\n")
     monkeypatch.setenv("FEEDWORKER_CONFIG", str(cfg))
-    with pytest.raises(ValueError, match="must be a mapping"):
+    with pytest.raises(ConfigError, match="must be a mapping"):
         Settings()
     monkeypatch.setenv("FEEDWORKER_CONFIG", str(tmp_path / "missing.yaml"))
-    with pytest.raises(FileNotFoundError, match="not a file"):
+    with pytest.raises(ConfigError, match="not a file"):
         Settings()

@@ -10,7 +10,6 @@ from typing import Any, TextIO
 
 import click
 
-from tasks.errors import FeedworkerError
 from worker.settings import Settings, get_settings
 
 
@@ -29,6 +28,13 @@ def _store(settings: Settings) -> Any:
     store = Store(settings.store_url)
     upgrade(store)
     return store
+
+
+def _reader(settings: Settings) -> Any:
+    """The store as it is, for a command that only reads: never created, never migrated (worker/preflight.py)."""
+    from worker.preflight import open_for_reading
+
+    return open_for_reading(settings.store_url)
 
 
 @click.group()
@@ -65,7 +71,7 @@ def ingest(paths: tuple[Path, ...], wait: bool, as_json: bool) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Write to FILE instead of standard output.")
 def export(out: Path | None) -> None:
     """Every record in the store, one JSON object a line."""
-    store = _store(_settings())
+    store = _reader(_settings())
     with (out.open("w", encoding="utf-8") if out else _stdout()) as f:
         for record in store.export():
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -75,7 +81,7 @@ def export(out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help='One {"file", "stage", "reason"} object a line.')
 def failures(as_json: bool) -> None:
     """Every drop whose latest outcome is failed: file name, stage, reason."""
-    store = _store(_settings())
+    store = _reader(_settings())
     for row in store.failed_drops():
         if as_json:
             click.echo(json.dumps({"file": row["name"], "stage": row["stage"], "reason": row["reason"],
@@ -101,13 +107,22 @@ def status(as_json: bool, max_age: float) -> None:
     store = Store(settings.store_url)  # read only: status never migrates (a wrong folder must not get a store)
     try:
         data = gather(settings, app, store)
+        behind = _schema_behind(store) if data.get("store_reachable") else None
     finally:
         store.dispose()
     if as_json:
         click.echo(json.dumps(data))
     else:
         render(data, max_age)
-    sys.exit(exit_code(data, max_age))
+    if behind:
+        click.echo(f"feedworker: {behind}", err=True)
+    sys.exit(1 if behind else exit_code(data, max_age))
+
+
+def _schema_behind(store: Any) -> str | None:
+    from worker.preflight import schema_behind
+
+    return schema_behind(store)
 
 
 @main.group()
@@ -173,9 +188,14 @@ def replay() -> None:
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPU count).")
 def run(drop_dir: Path, flower: bool, concurrency: int | None) -> None:
     """The main job: watcher + worker pool (+ Flower), supervised. Ctrl-C / SIGTERM stops cleanly."""
+    from worker.preflight import drop_folder
     from worker.supervisor import run_main
 
-    sys.exit(run_main(_settings(), drop_dir, flower=flower, concurrency=concurrency))
+    settings = _settings()
+    drop_folder(drop_dir, create=False)  # a typo in a parent folder is refused before anything is made
+    _store(settings).dispose()  # an unreachable store is one clear line, before any process starts
+    drop_folder(drop_dir)  # only its last component is created
+    sys.exit(run_main(settings, drop_dir, flower=flower, concurrency=concurrency))
 
 
 @main.command()
@@ -191,6 +211,7 @@ def watch(drop_dir: Path) -> None:
 @click.pass_context
 def worker(ctx: click.Context) -> None:
     """A Celery worker: the same as `celery -A worker worker` (extra options are passed on)."""
+    _settings()  # a bad setting is one clear line here, not a traceback from inside Celery's app loading
     os.execvp("celery", ["celery", "-A", "worker", "worker", *ctx.args])  # noqa: S606
 
 
@@ -206,8 +227,6 @@ def _stdout() -> TextIO:
 
 
 def entry() -> None:
-    try:
-        main(standalone_mode=True)
-    except FeedworkerError as exc:
-        click.echo(f"feedworker: {exc}", err=True)
-        sys.exit(1)
+    from worker.clierrors import run_guarded
+
+    run_guarded(lambda: main(standalone_mode=True))

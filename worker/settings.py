@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from tasks.errors import FeedworkerError
 from tasks.limits import ImageLimits, ParseLimits
 
 STATE_DIR = Path(".feedworker")  # embedded broker data and its URL file, beside the default SQLite store
@@ -80,12 +81,40 @@ class YamlConfigSource(PydanticBaseSettingsSource):
         path = _config_path()
         if path is None:
             return {}
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+        data = _read_config(path)
         if data is None:
             return {}
         if not isinstance(data, dict):
-            raise ValueError(f"config {path}: the top level must be a mapping, not {type(data).__name__}")
+            raise ConfigError(f"config file {path}: the top level must be a mapping, not {type(data).__name__}")
         return data
+
+
+class ConfigError(FeedworkerError):
+    """The config file can't be read: ``str()`` names the file, the line and what is wrong."""
+
+
+def _read_config(path: Path) -> Any:
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from exc
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML: {_yaml_problem(exc)}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from exc
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    """``line 3, column 1: did not find expected ',' or ']' (while parsing a flow sequence from line 2)``."""
+    def at(mark: Any) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "?"
+
+    text = f"{at(exc.problem_mark)}: {exc.problem or 'unreadable'}"
+    if exc.context:
+        text += f" ({exc.context}" + (f" from {at(exc.context_mark)})" if exc.context_mark else ")")
+    return text
 
 
 def _config_path() -> Path | None:
@@ -93,7 +122,7 @@ def _config_path() -> Path | None:
     if named:
         path = Path(named)
         if not path.is_file():
-            raise FileNotFoundError(f"FEEDWORKER_CONFIG names {named}, which is not a file")
+            raise ConfigError(f"FEEDWORKER_CONFIG names {named}, which is not a file")
         return path
     default = Path("config/feedworker.yaml")
     return default if default.is_file() else None
