@@ -11,23 +11,43 @@ Redis restarts; with this fix it reconnected after every one (tests/test_faults_
 The fix: when that read fails because the connection is gone, finish closing the channel anyway. The reply is
 lost with the connection; the messages a worker held stay in Redis's unacked hash and come back after the
 visibility timeout (or, if Redis itself lost them, the ledger sends the drops again).
+
+Guard: the fix rests on kombu's private ``_in_poll`` and on the close sequence above, as in kombu 5.7. On any other
+kombu (or one without ``_in_poll``) it is NOT applied, and a warning says so: patching code we have not read could
+do harm, and an upstream fix would make it useless. Before extending ``WRITTEN_FOR``, read the new
+``Channel.close`` and run ``tests/test_faults_redis.py``; ``tests/test_patches.py`` shows the effect in a second.
 """
 
 from __future__ import annotations
 
+import logging
+from importlib.metadata import version
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+logger = logging.getLogger(__name__)
+WRITTEN_FOR = ("5.7.",)  # kombu versions whose Channel.close this fix was written against
 _FIXED = "_feedworker_close_despite_lost_poll"
 
 
-def apply() -> None:
-    """Patch ``kombu.transport.redis.Channel.close`` once per process."""
+def applies_to(kombu_version: str, channel: Any) -> bool:
+    return kombu_version.startswith(WRITTEN_FOR) and "_in_poll" in vars(channel)
+
+
+def apply() -> bool:
+    """Patch ``kombu.transport.redis.Channel.close`` once per process; False (with a warning) when this kombu is
+    not one the fix was written for."""
     channel: Any = kombu_redis.Channel
     original = channel.close
     if getattr(original, _FIXED, False):
-        return
+        return True
+    found = version("kombu")
+    if not applies_to(found, channel):
+        logger.warning("kombufix: not applied: written for kombu %s, found %s; check whether a worker still exits "
+                       "when Redis restarts (tests/test_faults_redis.py)", "/".join(f"{v}x" for v in WRITTEN_FOR),
+                       found)
+        return False
 
     def close(self: Any) -> None:
         try:
@@ -38,4 +58,6 @@ def apply() -> None:
             original(self)  # the failed BRPOP read cleared _in_poll: this pass really closes the channel
 
     setattr(close, _FIXED, True)
+    close.__wrapped__ = original  # type: ignore[attr-defined]
     channel.close = close
+    return True

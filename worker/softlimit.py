@@ -10,18 +10,26 @@ Redis outage of 3 s with a 6 s soft limit killed the worker (tests/test_faults_r
 
 The guard: billiard's handler runs only while a task of this process is running (between Celery's task_prerun and
 task_postrun signals); at any other time the late signal is ignored, with a log line.
+
+Version check: written for billiard 4.x, whose pool sends ``SIG_SOFT_TIMEOUT`` (SIGUSR1) and whose child handler
+raises ``SoftTimeLimitExceeded``. On another billiard, or one that signals soft limits differently, the guard is
+NOT installed and a warning says so (a guard around a signal we no longer understand could swallow real soft
+limits). Before extending ``WRITTEN_FOR``, read billiard's pool and run ``tests/test_faults_redis.py``;
+``tests/test_patches.py`` shows the guard's effect in a second.
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+from importlib.metadata import version
 from types import FrameType
 from typing import Any
 
 from celery import signals
 
 logger = logging.getLogger(__name__)
+WRITTEN_FOR = ("4.",)  # billiard versions whose soft time limit signalling this guard was written against
 
 _SOFT = getattr(signal, "SIGUSR1", None)  # billiard's SIG_SOFT_TIMEOUT
 
@@ -53,7 +61,22 @@ def _task_ended(**_: Any) -> None:
     _Guard.running = max(0, _Guard.running - 1)
 
 
-def install() -> None:
-    """Connect the guard to Celery's task signals (idempotent: signals keep one receiver per function)."""
+def applies_to(billiard_version: str) -> bool:
+    from billiard import pool
+
+    return billiard_version.startswith(WRITTEN_FOR) and _SOFT is not None and \
+        getattr(pool, "SIG_SOFT_TIMEOUT", None) == _SOFT and callable(getattr(pool, "soft_timeout_sighandler", None))
+
+
+def install() -> bool:
+    """Connect the guard to Celery's task signals (idempotent: signals keep one receiver per function); False
+    (with a warning) when this billiard is not one the guard was written for."""
+    found = version("billiard")
+    if not applies_to(found):
+        logger.warning("softlimit: guard not installed: written for billiard %s, found %s; check whether a late "
+                       "soft time limit still kills an idle pool process (tests/test_faults_redis.py)",
+                       "/".join(f"{v}x" for v in WRITTEN_FOR), found)
+        return False
     signals.task_prerun.connect(_task_started, weak=False)
     signals.task_postrun.connect(_task_ended, weak=False)
+    return True
