@@ -66,6 +66,10 @@ def write_drops(folder: Path, base: str, total: int = 20) -> OpsCorpus:
     return corpus
 
 
+def _all_finished(states: dict[str, str], total: int) -> bool:
+    return len(states) == total and all(s in ("published", "unchanged", "failed") for s in states.values())
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -242,7 +246,7 @@ def test_label_values_are_bounded() -> None:
 def test_feedworker_run_serves_the_whole_picture(tmp_path: Path, httpserver: HTTPServer) -> None:
     """The endpoint of `feedworker run` (metrics_port): the watcher's discoveries, the forked pool's outcomes and
     the ledger gauges, on one port, scraped while the drops flow."""
-    from tests.test_run import drop_all, feedworker_run, leftovers, stop, user_env
+    from tests.test_run import drop_all, feedworker_run, ledger_states, leftovers, stop, user_env
 
     corpus = write_drops(tmp_path / "corpus", serve_images(httpserver))
     port = free_port()
@@ -250,15 +254,19 @@ def test_feedworker_run_serves_the_whole_picture(tmp_path: Path, httpserver: HTT
     with feedworker_run(tmp_path, env, "-c", "2") as run:
         wait_for(lambda: _answers(port), 30)
         drop_all(tmp_path / "corpus", tmp_path / "drops", spacing=0.01)
-        totals = []
+        totals: list[float] = []
 
-        def finished() -> bool:
-            samples = scrape(port)
-            totals.append(sum(v for (n, _), v in samples.items() if n == "feedworker_drops_total"))
-            return totals[-1] == corpus.total and not leftovers(tmp_path / "drops")
+        def counted() -> float:
+            totals.append(sum(v for (n, _), v in scrape(port).items() if n == "feedworker_drops_total"))
+            return totals[-1]
 
-        wait_for(finished, 60)
-        assert totals == sorted(totals)
+        # Done is what the ledger and the folder say (every drop has its outcome, every file is put away), not
+        # what the counter says: a counter that is off must fail the assertion below with its value, not turn
+        # into a wait that never ends. The counter is written just after its drop's commit, so it gets a moment.
+        wait_for(lambda: counted() >= 0 and _all_finished(ledger_states(tmp_path), corpus.total)
+                 and not leftovers(tmp_path / "drops"), 60)
+        wait_for(lambda: counted() >= corpus.total, 10)
+        assert totals[-1] == corpus.total and totals == sorted(totals), totals
         time.sleep(1.1)  # the ledger and broker gauges are cached for a second
         after = scrape(port)
         assert get(port, "/livez")[0] == get(port, "/readyz")[0] == 200
