@@ -19,10 +19,17 @@ COMMANDS = [("migrate",), ("export",), ("failures",), ("status",), ("replay",), 
             ("run", "drops"), ("watch", "."), ("health", "ready")]
 
 
+BROKER: list[str] = []  # this session's own Redis database (set by the fixture below)
+
+
+@pytest.fixture(autouse=True)
+def _broker(redis_url: str) -> None:
+    BROKER[:] = [redis_url]
+
+
 def env(**more: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDWORKER_", "FLOWER_"))}
-    return {**base, "PATH": f"{BIN}:{base.get('PATH', '')}", "FEEDWORKER_BROKER_URL": "redis://127.0.0.1:6379/15",
-            **more}
+    return {**base, "PATH": f"{BIN}:{base.get('PATH', '')}", "FEEDWORKER_BROKER_URL": BROKER[0], **more}
 
 
 def closed_port() -> int:
