@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from sqlalchemy.exc import OperationalError, StatementError
 
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
+from tasks.names import display, escape, escaped_path, os_path
 from tasks.pipeline import wire_drop
 from tasks.records import Drop
 from tasks.store import Store, now
@@ -46,7 +48,7 @@ class Enqueuer:
             return 0
         rows = [{k: w[k] for k in ("key", "name", "path", "size", "mtime_ns")} for w in wire]
         with metrics.timed_store_write("register"):
-            fresh = set(self.store.register_drops(rows, self.run_id, self.origin))
+            fresh = set(self._register(rows))
         metrics.drops_discovered(self.origin, len(fresh))
         # Registered by an earlier call whose send failed (the broker was down): a retry of the same paths sends
         # them, rather than skipping them as known.
@@ -58,6 +60,26 @@ class Enqueuer:
             self._send(wire)
             self.unsent.difference_update(fresh)
         return len(wire)
+
+    def _register(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Register a batch; one the store refuses as data is registered a drop at a time, so that one odd entry
+        is refused alone (logged with its name and left out: not sent, and not tried again by the watcher until
+        the file changes) and never holds back the others. An outage still raises (the caller retries)."""
+        try:
+            return self.store.register_drops(rows, self.run_id, self.origin)
+        except (StatementError, ValueError) as exc:
+            if isinstance(exc, OperationalError) or len(rows) == 1:
+                raise
+        fresh: list[str] = []
+        for row in rows:
+            try:
+                fresh += self.store.register_drops([row], self.run_id, self.origin)
+            except (StatementError, ValueError) as exc:
+                if isinstance(exc, OperationalError):
+                    raise
+                logger.error("refused %s: the store cannot register it: %s", display(row["name"]),
+                             display(str(exc).splitlines()[0][:200]), extra={"file": display(row["name"])})
+        return fresh
 
     def resend(self, rows: Iterable[dict[str, Any]]) -> int:
         """Send ledger drops again (lost tasks, replays), reading their files anew, ``batch_max`` drops a task (a
@@ -74,8 +96,9 @@ class Enqueuer:
     def _resend_batch(self, rows: list[dict[str, Any]]) -> int:
         wire, states = [], {}
         for row in rows:
-            path = Path(row.get("final_path") or row["path"])
-            wire.append(self._read(Drop(row["key"], row["name"], str(path), row["size"], row["mtime_ns"]), path))
+            path = os_path(row.get("final_path") or row["path"])
+            drop = Drop(row["key"], row["name"], escaped_path(path), row["size"], row["mtime_ns"])
+            wire.append(self._read(drop, path))
             states[row["key"]] = row.get("state") or "queued"
         marked: set[str] = set()
         for state in set(states.values()):
@@ -96,11 +119,13 @@ class Enqueuer:
     def _wire(self, path: Path) -> dict[str, Any] | None:
         try:
             st = path.lstat()  # the link itself, never its target: reading refuses a symlink
-        except FileNotFoundError:
-            return None  # gone before we got to it: nothing to do
+        except OSError:
+            return None  # gone before we got to it (or unreachable): nothing to do
         abspath = path.absolute()
         key = drop_key(self.scope, abspath, st.st_size, st.st_mtime_ns)
-        drop = Drop(key, path.name, str(abspath), st.st_size, st.st_mtime_ns)
+        # The ledger, the task message, logs and reports carry the name's escaped form (tasks/names.py): valid
+        # text whatever bytes the name holds, and no control character that could forge a line.
+        drop = Drop(key, escape(path.name), escaped_path(abspath), st.st_size, st.st_mtime_ns)
         return self._read(drop, path)
 
     def _read(self, drop: Drop, path: Path) -> dict[str, Any]:
@@ -110,6 +135,9 @@ class Enqueuer:
             return wire_drop(drop, read_drop(path, self.limits))
         except DropRejected as exc:  # recorded as a failure by the pipeline, like any refusal
             return {**drop.as_dict(), "error": exc.summary, "error_stage": exc.stage}
+        except Exception as exc:  # a bug must cost this drop, not its batch (nor stall the watcher)
+            logger.exception("read: unexpected error", extra={"file": drop.name})
+            return {**drop.as_dict(), "error": f"internal error: {type(exc).__name__}", "error_stage": "read"}
 
     def _send(self, wire: list[dict[str, Any]]) -> None:
         from tasks.stages import pipeline
