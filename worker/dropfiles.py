@@ -35,11 +35,11 @@ def walk(root: Path, recursive: bool = True, skip_reserved: bool = True,
         try:
             with os.scandir(folder) as it:
                 for entry in it:
-                    if not is_candidate(entry.name):
-                        continue
+                    if not is_candidate(entry.name) or (skip_reserved and folder == root
+                                                         and entry.name in RESERVED_DIRS):
+                        continue  # a reserved name is never a drop, even when someone made it a link
                     if entry.is_dir(follow_symlinks=False):
-                        top = folder == root and entry.name in RESERVED_DIRS
-                        if recursive and not (skip_reserved and top) and Path(entry.path) not in skip:
+                        if recursive and Path(entry.path) not in skip:
                             stack.append(Path(entry.path))
                     elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                         yield entry

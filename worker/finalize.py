@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from tasks.names import os_path
 from worker.folders import Folders
-from worker.safedir import Tampered, claim_copy, link_at, lstat_at, opened, unlink_at, write_new
+from worker.safedir import Tampered, claim_copy, link_at, lstat_at, opened, placed, unlink_at, write_new
 
 ERROR_SUFFIX = ".error.json"
 NAME_MAX = 255  # bytes in one file name (Linux file systems)
@@ -130,8 +130,11 @@ def find_moved(folders: Folders | Path, row: Mapping[str, Any]) -> Path | None:
 
 
 def _move(folders: Folders, src: Path, folder: Path) -> Path:
-    with opened(folders.open_dir(src.parent)) as sfd, opened(folders.open_dir(folder, create=True)) as dfd:
-        return folder / move_at(sfd, src.name, dfd)
+    try:
+        with opened(folders.open_dir(src.parent)) as sfd, opened(folders.open_dir(folder, create=True)) as dfd:
+            return folder / move_at(sfd, src.name, dfd)
+    except OSError as exc:
+        raise placed(exc, folder / src.name) from None
 
 
 def move_no_clobber(src: Path, folder: Path) -> Path:
@@ -198,8 +201,11 @@ def write_error_report(folders: Folders | Path, target: Path, row: Mapping[str, 
     }
     report = target.with_name(report_name(target.name))
     data = (json.dumps(body, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
-    with opened(folders.open_dir(target.parent)) as fd:
-        write_new(fd, report.name, data)  # our own report name: replacing it (a rerun) is fine
+    try:
+        with opened(folders.open_dir(target.parent)) as fd:
+            write_new(fd, report.name, data)  # our own report name: replacing it (a rerun) is fine
+    except OSError as exc:
+        raise placed(exc, report) from None
     return report
 
 

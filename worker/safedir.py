@@ -76,12 +76,23 @@ def _open_one(fd: int, part: str, shown: Path, create: bool) -> int:
             raise
     except OSError as exc:
         raise _explain(fd, part, shown, exc) from None
-    with contextlib.suppress(FileExistsError):  # another watcher made it meanwhile: checked all the same
+    try:
         os.mkdir(part, dir_fd=fd)
+    except FileExistsError:
+        pass  # another watcher made it meanwhile: checked all the same
+    except OSError as exc:
+        raise placed(exc, shown) from None
     try:
         return os.open(part, _DIR_FLAGS, dir_fd=fd)
     except OSError as exc:
         raise _explain(fd, part, shown, exc) from None
+
+
+def placed(exc: OSError, path: Path) -> OSError:
+    """``exc`` naming ``path`` in full (an error of a call relative to a folder descriptor names one part)."""
+    if isinstance(exc, Tampered):
+        return exc
+    return type(exc)(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def _explain(fd: int, part: str, shown: Path, exc: OSError) -> OSError:
@@ -131,13 +142,14 @@ def link_at(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
 
 def claim_copy(src_fd: int, src: str, dst_fd: int, dst: str) -> None:
     """Where hard links are refused: create ``dst`` exclusively (never through a link) and copy ``src`` into
-    it, with its mode and times. Raises FileExistsError when ``dst`` is taken."""
+    it, with its permission bits and times. Raises FileExistsError when ``dst`` is taken."""
     rfd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=src_fd)
     with opened(rfd):
         st = os.fstat(rfd)
-        wfd = os.open(dst, _NEW_FILE, stat.S_IMODE(st.st_mode), dir_fd=dst_fd)
+        wfd = os.open(dst, _NEW_FILE, 0o600, dir_fd=dst_fd)
         try:
             with opened(wfd):
+                os.fchmod(wfd, st.st_mode & 0o777)  # its own mode, whatever the umask; never set-id bits
                 while chunk := os.read(rfd, COPY_CHUNK):
                     os.write(wfd, chunk)
                 os.utime(wfd, ns=(st.st_atime_ns, st.st_mtime_ns))
