@@ -51,15 +51,16 @@ _OS_REASONS = {
 }
 
 
-def read_drop(path: Path, limits: ParseLimits) -> bytes:
+def read_drop(path: Path, limits: ParseLimits, dir_fd: int | None = None) -> bytes:
     """The bytes of a drop file, refused (stage ``read``) when it is not a regular file or over ``max_bytes``.
 
     The size is judged from ``fstat`` before reading, and at most ``max_bytes + 1`` bytes are read, so a file
     that grows meanwhile (or lies about its size) costs no more than the limit. A file with other hard links is
     refused like a symbolic link: a link made in the drop folder may name a file its maker could not read.
+    ``dir_fd``: the folder holding the file, already opened (``path.name`` is opened in it, no path is resolved).
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path if dir_fd is None else path.name, _OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         raise _read_refusal(path, exc) from None
     try:

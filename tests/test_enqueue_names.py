@@ -38,3 +38,19 @@ def test_the_enqueuer_registers_odd_names_in_their_escaped_form(store: Store, tm
     assert [os_path(w["path"]) for w in wire if w] == [(tmp_path / n).absolute() for n in names]
     registered = enq._register([{k: w[k] for k in ("key", "name", "path", "size", "mtime_ns")} for w in wire if w])
     assert len(registered) == 3
+
+
+def test_a_subfolder_swapped_for_a_link_after_its_file_was_seen_is_not_read_through(store: Store,
+                                                                                     tmp_path: Path) -> None:
+    root, outside = tmp_path / "drops", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    (root / "sub" / "a.txt").write_text("---\ntitle: mine\n---\n")
+    (outside / "a.txt").write_text("---\ntitle: SECRET\nwebUrl: https://x.test/secret\n---\n")
+    enq = Enqueuer(app, store, ParseLimits(), "run", "watch", "scope", root=root)
+    assert enq._wire(root / "sub" / "a.txt")["data"]  # type: ignore[index]
+    (root / "sub").rename(tmp_path / "moved")
+    (root / "sub").symlink_to(outside)  # the same name now leads outside the folder
+    wire = enq._wire(root / "sub" / "a.txt")
+    assert wire is not None and "data" not in wire
+    assert wire["error_stage"] == "read" and "is a symbolic link" in wire["error"], wire

@@ -43,5 +43,5 @@ def walk(root: Path, recursive: bool = True, skip_reserved: bool = True,
                             stack.append(Path(entry.path))
                     elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                         yield entry
-        except FileNotFoundError:
-            continue  # a folder removed while we walked it
+        except OSError:
+            continue  # a folder removed while we walked it, or one we may not read: it holds back nothing else

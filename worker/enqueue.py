@@ -25,6 +25,7 @@ from tasks.records import Drop
 from tasks.store import Store, now
 from worker import metrics
 from worker.dropfiles import drop_key
+from worker.safedir import Tampered, open_base, open_under, opened
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ class Enqueuer:
     """Sends drops for one origin (watch | ingest) and run."""
 
     def __init__(self, app: Celery, store: Store, limits: ParseLimits, run_id: str, origin: str,
-                 scope: str, max_queue_batches: int = 0, batch_max: int = 100) -> None:
+                 scope: str, max_queue_batches: int = 0, batch_max: int = 100, root: Path | None = None) -> None:
         self.app, self.store, self.limits = app, store, limits
         self.run_id, self.origin, self.scope = run_id, origin, scope
         self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
         self.batch_max = batch_max  # drops per task when resending (submit's callers batch their own)
+        self.root = root  # a drop folder strangers write to: files below it are reached without following links
         self.sent = 0
         self.unsent: set[str] = set()  # registered in the ledger by this enqueuer, not sent yet
 
@@ -129,15 +131,31 @@ class Enqueuer:
         return self._read(drop, path)
 
     def _read(self, drop: Drop, path: Path) -> dict[str, Any]:
-        from tasks.parsing import read_drop
 
         try:
-            return wire_drop(drop, read_drop(path, self.limits))
+            return wire_drop(drop, self._read_bytes(drop, path))
         except DropRejected as exc:  # recorded as a failure by the pipeline, like any refusal
             return {**drop.as_dict(), "error": exc.summary, "error_stage": exc.stage}
         except Exception as exc:  # a bug must cost this drop, not its batch (nor stall the watcher)
             logger.exception("read: unexpected error", extra={"file": drop.name})
             return {**drop.as_dict(), "error": f"internal error: {type(exc).__name__}", "error_stage": "read"}
+
+    def _read_bytes(self, drop: Drop, path: Path) -> bytes:
+        """The file's bytes; below ``root``, through its folder opened one step at a time without following a
+        link, so a sub-folder swapped for a link after the file was seen is refused, not read through."""
+        from tasks.parsing import read_drop
+
+        if self.root is None or not path.is_relative_to(self.root):
+            return read_drop(path, self.limits)
+        try:
+            with opened(open_base(self.root, create=False, owned=False)) as base:
+                folder = open_under(base, path.parent.relative_to(self.root).parts, self.root, False, None)
+        except Tampered as exc:
+            raise DropRejected(drop.name, f"the folder {escaped_path(exc.path)} {exc.why}", stage="read") from None
+        except OSError:
+            return read_drop(path, self.limits)  # gone or unreadable: read_drop says which, as for any file
+        with opened(folder):
+            return read_drop(path, self.limits, dir_fd=folder)
 
     def _send(self, wire: list[dict[str, Any]]) -> None:
         from tasks.stages import pipeline

@@ -89,7 +89,7 @@ class DropWatcher:
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
         self.app = app
-        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope)
+        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root)
         self.tracker = SettleTracker(watch.settle_seconds)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.batch: dict[Path, None] = {}  # ready files, in arrival order
