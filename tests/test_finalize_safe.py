@@ -197,3 +197,27 @@ def test_a_hard_linked_drop_is_refused_alone(tmp_path: Path) -> None:
     with pytest.raises(DropRejected, match="2 hard links") as caught:
         read_drop(tmp_path / "drops" / "linked.txt", ParseLimits())
     assert caught.value.stage == "read"
+
+
+def test_a_reserved_folder_configured_inside_the_drop_folder_is_never_scanned(tmp_path: Path) -> None:
+    from worker.dropfiles import walk
+
+    root = tmp_path / "drops"
+    folders = Folders.of(root, processed=root / "done")
+    out = finalize(folders, drop(root, "a.txt", state="published"), "move")
+    assert out.final_path == root.resolve() / "done" / DAY / "a.txt"
+    (root / "b.txt").write_text("new")
+    assert [e.name for e in walk(root.resolve(), skip=folders.inside())] == ["b.txt"]
+
+
+def test_a_drop_whose_folder_becomes_a_link_loop_is_dropped_not_fatal(tmp_path: Path) -> None:
+    from worker.settle import SettleTracker
+
+    root = tmp_path / "drops"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "a.txt").write_text("x")
+    tracker = SettleTracker(0.0)
+    tracker.closed(root / "sub" / "a.txt", 0.0)
+    (root / "sub").rename(tmp_path / "away")
+    (root / "sub").symlink_to(root / "sub")  # a loop: lstat of anything below it fails with ELOOP
+    assert tracker.due(10.0) == [] and tracker.next_deadline() is None  # forgotten, the loop goes on

@@ -131,7 +131,6 @@ class Enqueuer:
         return self._read(drop, path)
 
     def _read(self, drop: Drop, path: Path) -> dict[str, Any]:
-
         try:
             return wire_drop(drop, self._read_bytes(drop, path))
         except DropRejected as exc:  # recorded as a failure by the pipeline, like any refusal

@@ -85,6 +85,7 @@ class DropWatcher:
     def __init__(self, root: Path, watch: WatchSettings, store: Store, app: Celery, settings: Settings) -> None:
         self.root = root.resolve()
         self.folders = Folders.of(self.root, watch.processed_dir, watch.failed_dir)
+        self._inside = self.folders.inside()  # reserved folders configured inside the drop folder: never drops
         self.tamper = TamperLog(self.root, settings.state_dir.absolute())
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
@@ -147,7 +148,7 @@ class DropWatcher:
 
     def _periodic(self, now_m: float) -> None:
         if self._scan is None and now_m >= self._next_scan:
-            self._scan = walk(self.root, self.cfg.recursive, skip_reserved=True, skip=self.folders.inside())
+            self._scan = walk(self.root, self.cfg.recursive, skip_reserved=True, skip=self._inside)
             self._next_scan = now_m + self.cfg.rescan_seconds
         if self._scan is not None:
             self._scan_slice(now_m)
@@ -235,7 +236,7 @@ class DropWatcher:
             return False
         if not parts or not all(is_candidate(p) for p in parts):
             return False
-        if any(path.is_relative_to(r) for r in self.folders.inside()):
+        if self._inside and any(path.is_relative_to(r) for r in self._inside):
             return False
         return not (len(parts) > 1 and (not self.cfg.recursive or parts[0] in RESERVED_DIRS))
 
@@ -282,12 +283,11 @@ class DropWatcher:
     # -- batching and sending --------------------------------------------------------------------------------------
 
     def _ready(self, path: Path, now_m: float) -> None:
+        self.tracker.forget(path)
         try:
             st = path.lstat()
         except OSError:  # gone (or unreachable): nothing to send
-            self.tracker.forget(path)
             return
-        self.tracker.forget(path)
         if stat.S_ISLNK(st.st_mode):
             self._skip_symlink(path)
             return
