@@ -221,3 +221,22 @@ def test_a_drop_whose_folder_becomes_a_link_loop_is_dropped_not_fatal(tmp_path: 
     (root / "sub").rename(tmp_path / "away")
     (root / "sub").symlink_to(root / "sub")  # a loop: lstat of anything below it fails with ELOOP
     assert tracker.due(10.0) == [] and tracker.next_deadline() is None  # forgotten, the loop goes on
+
+
+def test_a_tampered_folder_is_said_once_and_shown_to_status(tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                                            ) -> None:
+    from worker.tamper import TamperLog, tampered_folders
+
+    state = tmp_path / ".feedworker"
+    log = TamperLog(tmp_path / "drops", state)
+    log.update({})
+    assert tampered_folders(state) == []
+    problem = {"/d/failed\\u000ax": "is a symbolic link, not a folder (it is never followed)"}
+    for _ in range(5):  # five polls
+        log.update(dict(problem))
+    assert caplog.text.count("reserved folder /d/failed\\u000ax is a symbolic link") == 1
+    assert tampered_folders(state) == [{"root": str(tmp_path / "drops"), "folder": "/d/failed\\u000ax",
+                                        "why": problem["/d/failed\\u000ax"]}]
+    assert [p.name for p in state.iterdir()] == [log.state_file.name]  # no temporary file left
+    log.update({})
+    assert "reserved folder /d/failed\\u000ax is fine again" in caplog.text and tampered_folders(state) == []
