@@ -33,6 +33,7 @@ from tasks.errors import DropRejected
 from tasks.frontmatter import FrontMatterError, split_front_matter
 from tasks.limits import ParseLimits
 from tasks.models import Item
+from tasks.names import escape
 from tasks.yamlsafe import NUL_REASON, UnsafeYaml, field_path, load_front_matter
 
 logger = logging.getLogger(__name__)
@@ -50,29 +51,35 @@ _OS_REASONS = {
 }
 
 
-def read_drop(path: Path, limits: ParseLimits) -> bytes:
+def read_drop(path: Path, limits: ParseLimits, dir_fd: int | None = None) -> bytes:
     """The bytes of a drop file, refused (stage ``read``) when it is not a regular file or over ``max_bytes``.
 
     The size is judged from ``fstat`` before reading, and at most ``max_bytes + 1`` bytes are read, so a file
-    that grows meanwhile (or lies about its size) costs no more than the limit.
+    that grows meanwhile (or lies about its size) costs no more than the limit. A file with other hard links is
+    refused like a symbolic link: a link made in the drop folder may name a file its maker could not read.
+    ``dir_fd``: the folder holding the file, already opened (``path.name`` is opened in it, no path is resolved).
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path if dir_fd is None else path.name, _OPEN_FLAGS, dir_fd=dir_fd)
     except OSError as exc:
         raise _read_refusal(path, exc) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
-            raise DropRejected(path.name, f"is not a regular file ({_file_kind(info.st_mode)})", stage="read")
+            raise DropRejected(escape(path.name), f"is not a regular file ({_file_kind(info.st_mode)})", stage="read")
+        if info.st_nlink > 1:
+            raise DropRejected(escape(path.name), f"has {info.st_nlink} hard links: a drop must be a file of its own "
+                               "(hard links are refused like symbolic links)", stage="read")
         if info.st_size > limits.max_bytes:
-            raise DropRejected(path.name, _too_big(info.st_size, limits), stage="read")
+            raise DropRejected(escape(path.name), _too_big(info.st_size, limits), stage="read")
         data = _read_at_most(fd, limits.max_bytes + 1, info.st_size + 1)
     except OSError as exc:
         raise _read_refusal(path, exc) from None
     finally:
         os.close(fd)
     if len(data) > limits.max_bytes:
-        raise DropRejected(path.name, f"grew past the limit of {limits.max_bytes} bytes while read", stage="read")
+        raise DropRejected(escape(path.name), f"grew past the limit of {limits.max_bytes} bytes while read",
+                           stage="read")
     return data
 
 
@@ -214,7 +221,7 @@ def _read_at_most(fd: int, limit: int, expected: int) -> bytes:
 
 def _read_refusal(path: Path, exc: OSError) -> DropRejected:
     reason = _OS_REASONS.get(exc.errno or 0) or f"cannot be read: {exc.strerror or type(exc).__name__}"
-    return DropRejected(path.name, reason, stage="read")
+    return DropRejected(escape(path.name), reason, stage="read")
 
 
 def _too_big(size: int, limits: ParseLimits) -> str:

@@ -81,13 +81,18 @@ def export(out: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help='One {"file", "stage", "reason"} object a line.')
 def failures(as_json: bool) -> None:
     """Every drop whose latest outcome is failed: file name, stage, reason."""
+    from tasks.names import display
+
     store = _reader(_settings())
     for row in store.failed_drops():
+        # Names and paths are the ledger's escaped form; display() escapes whatever else could reach a terminal.
+        shown = {k: None if v is None else display(str(v)) for k, v in (
+            ("file", row["name"]), ("stage", row["stage"]), ("reason", row["reason"]),
+            ("path", row["final_path"] or row["path"]))}
         if as_json:
-            click.echo(json.dumps({"file": row["name"], "stage": row["stage"], "reason": row["reason"],
-                                   "path": row["final_path"] or row["path"]}, ensure_ascii=False))
+            click.echo(json.dumps(shown, ensure_ascii=False))
         else:
-            click.echo(f"{row['name']}\t{row['stage']}\t{row['reason']}")
+            click.echo(f"{shown['file']}\t{shown['stage']}\t{shown['reason']}")
 
 
 @main.command()

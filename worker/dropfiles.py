@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 # Producers write under a temporary name and rename when done; such names are never drops.
@@ -24,22 +24,24 @@ def drop_key(scope: str, path: Path, size: int, mtime_ns: int) -> str:
     return hashlib.sha256(raw).hexdigest()[:40]
 
 
-def walk(root: Path, recursive: bool = True, skip_reserved: bool = True) -> Iterator[os.DirEntry[str]]:
+def walk(root: Path, recursive: bool = True, skip_reserved: bool = True,
+         skip: Collection[Path] = ()) -> Iterator[os.DirEntry[str]]:
     """Candidate files under ``root``, streamed (no full listing in memory). Symlinks are never followed: a
-    symlink is yielded like a file so that reading it refuses it, and the refusal is listed with its name."""
+    symlink is yielded like a file so that reading it refuses it, and the refusal is listed with its name.
+    ``skip``: folders never walked (reserved folders configured inside the drop folder)."""
     stack = [root]
     while stack:
         folder = stack.pop()
         try:
             with os.scandir(folder) as it:
                 for entry in it:
-                    if not is_candidate(entry.name):
-                        continue
+                    if not is_candidate(entry.name) or (skip_reserved and folder == root
+                                                         and entry.name in RESERVED_DIRS):
+                        continue  # a reserved name is never a drop, even when someone made it a link
                     if entry.is_dir(follow_symlinks=False):
-                        top = folder == root and entry.name in RESERVED_DIRS
-                        if recursive and not (skip_reserved and top):
+                        if recursive and Path(entry.path) not in skip:
                             stack.append(Path(entry.path))
                     elif entry.is_file(follow_symlinks=False) or entry.is_symlink():
                         yield entry
-        except FileNotFoundError:
-            continue  # a folder removed while we walked it
+        except OSError:
+            continue  # a folder removed while we walked it, or one we may not read: it holds back nothing else

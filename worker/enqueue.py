@@ -15,14 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from sqlalchemy.exc import OperationalError, StatementError
 
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
+from tasks.names import display, escape, escaped_path, os_path
 from tasks.pipeline import wire_drop
 from tasks.records import Drop
 from tasks.store import Store, now
 from worker import metrics
 from worker.dropfiles import drop_key
+from worker.safedir import Tampered, open_base, open_under, opened
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +34,12 @@ class Enqueuer:
     """Sends drops for one origin (watch | ingest) and run."""
 
     def __init__(self, app: Celery, store: Store, limits: ParseLimits, run_id: str, origin: str,
-                 scope: str, max_queue_batches: int = 0, batch_max: int = 100) -> None:
+                 scope: str, max_queue_batches: int = 0, batch_max: int = 100, root: Path | None = None) -> None:
         self.app, self.store, self.limits = app, store, limits
         self.run_id, self.origin, self.scope = run_id, origin, scope
         self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
         self.batch_max = batch_max  # drops per task when resending (submit's callers batch their own)
+        self.root = root  # a drop folder strangers write to: files below it are reached without following links
         self.sent = 0
         self.unsent: set[str] = set()  # registered in the ledger by this enqueuer, not sent yet
 
@@ -46,7 +50,7 @@ class Enqueuer:
             return 0
         rows = [{k: w[k] for k in ("key", "name", "path", "size", "mtime_ns")} for w in wire]
         with metrics.timed_store_write("register"):
-            fresh = set(self.store.register_drops(rows, self.run_id, self.origin))
+            fresh = set(self._register(rows))
         metrics.drops_discovered(self.origin, len(fresh))
         # Registered by an earlier call whose send failed (the broker was down): a retry of the same paths sends
         # them, rather than skipping them as known.
@@ -58,6 +62,26 @@ class Enqueuer:
             self._send(wire)
             self.unsent.difference_update(fresh)
         return len(wire)
+
+    def _register(self, rows: list[dict[str, Any]]) -> list[str]:
+        """Register a batch; one the store refuses as data is registered a drop at a time, so that one odd entry
+        is refused alone (logged with its name and left out: not sent, and not tried again by the watcher until
+        the file changes) and never holds back the others. An outage still raises (the caller retries)."""
+        try:
+            return self.store.register_drops(rows, self.run_id, self.origin)
+        except (StatementError, ValueError) as exc:
+            if isinstance(exc, OperationalError) or len(rows) == 1:
+                raise
+        fresh: list[str] = []
+        for row in rows:
+            try:
+                fresh += self.store.register_drops([row], self.run_id, self.origin)
+            except (StatementError, ValueError) as exc:
+                if isinstance(exc, OperationalError):
+                    raise
+                logger.error("refused %s: the store cannot register it: %s", display(row["name"]),
+                             display(str(exc).splitlines()[0][:200]), extra={"file": display(row["name"])})
+        return fresh
 
     def resend(self, rows: Iterable[dict[str, Any]]) -> int:
         """Send ledger drops again (lost tasks, replays), reading their files anew, ``batch_max`` drops a task (a
@@ -74,8 +98,9 @@ class Enqueuer:
     def _resend_batch(self, rows: list[dict[str, Any]]) -> int:
         wire, states = [], {}
         for row in rows:
-            path = Path(row.get("final_path") or row["path"])
-            wire.append(self._read(Drop(row["key"], row["name"], str(path), row["size"], row["mtime_ns"]), path))
+            path = os_path(row.get("final_path") or row["path"])
+            drop = Drop(row["key"], row["name"], escaped_path(path), row["size"], row["mtime_ns"])
+            wire.append(self._read(drop, path))
             states[row["key"]] = row.get("state") or "queued"
         marked: set[str] = set()
         for state in set(states.values()):
@@ -96,20 +121,40 @@ class Enqueuer:
     def _wire(self, path: Path) -> dict[str, Any] | None:
         try:
             st = path.lstat()  # the link itself, never its target: reading refuses a symlink
-        except FileNotFoundError:
-            return None  # gone before we got to it: nothing to do
+        except OSError:
+            return None  # gone before we got to it (or unreachable): nothing to do
         abspath = path.absolute()
         key = drop_key(self.scope, abspath, st.st_size, st.st_mtime_ns)
-        drop = Drop(key, path.name, str(abspath), st.st_size, st.st_mtime_ns)
+        # The ledger, the task message, logs and reports carry the name's escaped form (tasks/names.py): valid
+        # text whatever bytes the name holds, and no control character that could forge a line.
+        drop = Drop(key, escape(path.name), escaped_path(abspath), st.st_size, st.st_mtime_ns)
         return self._read(drop, path)
 
     def _read(self, drop: Drop, path: Path) -> dict[str, Any]:
-        from tasks.parsing import read_drop
-
         try:
-            return wire_drop(drop, read_drop(path, self.limits))
+            return wire_drop(drop, self._read_bytes(drop, path))
         except DropRejected as exc:  # recorded as a failure by the pipeline, like any refusal
             return {**drop.as_dict(), "error": exc.summary, "error_stage": exc.stage}
+        except Exception as exc:  # a bug must cost this drop, not its batch (nor stall the watcher)
+            logger.exception("read: unexpected error", extra={"file": drop.name})
+            return {**drop.as_dict(), "error": f"internal error: {type(exc).__name__}", "error_stage": "read"}
+
+    def _read_bytes(self, drop: Drop, path: Path) -> bytes:
+        """The file's bytes; below ``root``, through its folder opened one step at a time without following a
+        link, so a sub-folder swapped for a link after the file was seen is refused, not read through."""
+        from tasks.parsing import read_drop
+
+        if self.root is None or not path.is_relative_to(self.root):
+            return read_drop(path, self.limits)
+        try:
+            with opened(open_base(self.root, create=False, owned=False)) as base:
+                folder = open_under(base, path.parent.relative_to(self.root).parts, self.root, False, None)
+        except Tampered as exc:
+            raise DropRejected(drop.name, f"the folder {escaped_path(exc.path)} {exc.why}", stage="read") from None
+        except OSError:
+            return read_drop(path, self.limits)  # gone or unreadable: read_drop says which, as for any file
+        with opened(folder):
+            return read_drop(path, self.limits, dir_fd=folder)
 
     def _send(self, wire: list[dict[str, Any]]) -> None:
         from tasks.stages import pipeline

@@ -2,6 +2,8 @@
 
 Fields passed with ``extra={...}`` (file, stage, reason, url, duration) become keys. A filter drops any field
 named ``secured`` and masks a ``BASE64;BASE64`` blob should one ever reach a message: logs never carry it.
+Control characters, bidi overrides and undecodable bytes (a file name's, an exception's) are escaped
+(tasks/names.py ``display``) in both formats: a name cannot forge a log line or a terminal escape sequence.
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ import json
 import logging
 import re
 import sys
+import traceback
 from datetime import UTC, datetime
 from typing import Any
 
+from tasks.names import display
 from worker.settings import Settings
 
 _STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -26,17 +30,35 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _mask(text: str) -> str:
-    return _BLOB.sub("[secured]", text)
+    return _BLOB.sub("[secured]", display(text))
+
+
+def _traceback(exc_info: Any) -> str:
+    """A traceback with its own line breaks, and its exception messages (which may quote a file name) on one
+    line each: a frame or a chaining note keeps its breaks, any other chunk is escaped whole."""
+    chunks = []
+    for chunk in traceback.TracebackException(*exc_info).format():
+        body = chunk.rstrip("\n")
+        if chunk.startswith(("Traceback", "  File ", "\n")):
+            chunks.append("\n".join(_mask(line) for line in body.split("\n")))
+        else:
+            chunks.append(_mask(body))
+    return "\n".join(chunks)
+
+
+def _safe(value: Any) -> Any:
+    return display(value) if isinstance(value, str) else value
 
 
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         parts = [stamp, record.levelname, record.name, _mask(record.getMessage())]
-        parts += [f"{k}={json.dumps(v, default=str, ensure_ascii=False)}" for k, v in _fields(record).items()]
+        parts += [f"{display(k)}={display(json.dumps(_safe(v), default=str, ensure_ascii=False))}"
+                  for k, v in _fields(record).items()]
         text = " ".join(parts)
         if record.exc_info:
-            text += "\n" + _mask(self.formatException(record.exc_info))
+            text += "\n" + _traceback(record.exc_info)
         return text
 
 
@@ -45,10 +67,10 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "msg": _mask(record.getMessage()),
-            **_fields(record),
+            **{k: _safe(v) for k, v in _fields(record).items()},
         }
         if record.exc_info:
-            out["exc"] = _mask(self.formatException(record.exc_info))
+            out["exc"] = _traceback(record.exc_info)
         return json.dumps(out, default=str, ensure_ascii=False)
 
 

@@ -10,6 +10,8 @@ Counted by the processes that do the work (labels in brackets):
 - ``feedworker_stage_duration_seconds{stage}`` (histogram): one batch through one stage;
 - ``feedworker_store_write_seconds{operation}`` (histogram): one store transaction (``publish``, ``register``);
 - ``feedworker_stage_in_progress{stage}`` (gauge, summed over live processes): batches running now;
+- ``feedworker_reserved_folders_tampered`` (gauge, set by the watcher): reserved folders found to be a link,
+  not a folder, or someone else's (worker/tamper.py);
 
 plus gauges read from the ledger and the broker at scrape time by :class:`LedgerCollector` in the serving
 process (backlog, oldest queued drop, queue depth, workers). Label values come from fixed sets (anything else
@@ -79,6 +81,9 @@ class _Metrics:
                                      ["operation"], buckets=WRITE_BUCKETS, registry=None)
         self.in_progress = Gauge("feedworker_stage_in_progress", "Batches running now, by stage.", ["stage"],
                                  multiprocess_mode="livesum", registry=None)
+        self.tampered = Gauge("feedworker_reserved_folders_tampered", "Reserved folders (processed/, failed/ and "
+                              "their subfolders) found not to be the service's own folders.",
+                              multiprocess_mode="livemax", registry=None)
         self._zeros()
 
     def _zeros(self) -> None:
@@ -138,6 +143,11 @@ def drop_finished(outcome: str, stage: str | None) -> None:
 def image_checks(counts: Mapping[str, int]) -> None:
     for status, n in counts.items():
         _get().images.labels(bounded(status, IMAGE_STATUSES)).inc(n)
+
+
+@_safe
+def reserved_folders_tampered(count: int) -> None:
+    _get().tampered.set(count)
 
 
 @contextlib.contextmanager

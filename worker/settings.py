@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from tasks.errors import FeedworkerError
@@ -35,6 +35,17 @@ class WatchSettings(BaseModel):
     batch_max: int = 100  # drops per task batch
     batch_window_ms: int = 20  # how long a live batch waits for company: latency vs broker round trips
     requeue_after_seconds: float = 300.0  # a drop queued this long with no outcome is enqueued again
+    # Where finished drops go (absolute; default: processed/ and failed/ inside the drop folder). Folders outside
+    # the drop folder are out of producers' reach: the safe layout when producers are not trusted (docs/security.md).
+    processed_dir: Path | None = None
+    failed_dir: Path | None = None
+
+    @field_validator("processed_dir", "failed_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"must be an absolute path, not {str(value)!r}")
+        return value
 
 
 class Settings(BaseSettings):

@@ -69,7 +69,7 @@ class SettleTracker:
         """A writer closed the file: note its size and mtime as of the close; the grace runs from here."""
         try:
             st = path.lstat()
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone, or no longer reachable (its folder became a link loop): not a drop now
             self.pending.pop(path, None)
             return
         p = self.pending.setdefault(path, Pending())
@@ -98,7 +98,7 @@ class SettleTracker:
                 continue
             try:
                 st = path.lstat()
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError:  # gone, or its folder became a link loop or unsearchable: not a drop now
                 del self.pending[path]
                 continue
             if not stat.S_ISREG(st.st_mode):  # a symlink or a folder under a drop's name: never a drop

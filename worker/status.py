@@ -17,9 +17,11 @@ from typing import Any
 
 from celery import Celery
 
+from tasks.names import display
 from tasks.store import Store, now
 from worker.broker import broker_url, ping
 from worker.settings import Settings
+from worker.tamper import tampered_folders
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_TOO_OLD = 0, 1, 2
 
@@ -95,6 +97,7 @@ def gather(settings: Settings, app: Celery, store: Store) -> dict[str, Any]:
         "queues": broker.queues,
         "in_flight": broker.in_flight,
         "workers": broker.workers,
+        "tampered_folders": tampered_folders(settings.state_dir),
     }
     try:
         missing = missing_sqlite_file(store)
@@ -194,6 +197,7 @@ def _summary_table(data: dict[str, Any], max_age: float) -> Any:
     from rich.table import Table
 
     table = Table(title="feedworker status", show_header=False)
+    _folders_row(table, data.get("tampered_folders") or [])
     if data["broker_reachable"]:
         queues = ", ".join(f"{name} {n}" for name, n in data["queues"].items())
         flight = f"; {data['in_flight']} in flight" if data["in_flight"] is not None else ""
@@ -231,5 +235,21 @@ def _failures_table(failures: list[dict[str, Any]]) -> Any:
     for col in ("file", "stage", "reason", "when (UTC)"):
         table.add_column(col)
     for f in failures:
-        table.add_row(f["file"], f["stage"] or "", f["reason"] or "", (f["at"] or "")[:19].replace("T", " "))
+        table.add_row(*_cells(f["file"], f["stage"], f["reason"], (f["at"] or "")[:19].replace("T", " ")))
     return table
+
+
+def _cells(*values: str | None) -> list[Any]:
+    """Untrusted text as table cells: escaped (tasks/names.py), and plain text, never read as rich markup."""
+    from rich.text import Text
+
+    return [Text(display(v or "")) for v in values]
+
+
+def _folders_row(table: Any, tampered: list[dict[str, Any]]) -> None:
+    """The reserved folders a watcher found tampered with (worker/tamper.py); nothing when all is well."""
+    from rich.text import Text
+
+    for t in tampered:
+        table.add_row(Text("reserved folder", style="red"),
+                      Text(f"TAMPERED: {display(t['folder'])} {display(t['why'])}", style="red"))

@@ -47,12 +47,16 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
+from tasks.names import display, escape, escaped_path
 from tasks.store import Store, now
 from worker.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
 from worker.enqueue import Enqueuer
 from worker.finalize import finalize, find_moved
+from worker.folders import Folders
+from worker.safedir import Tampered
 from worker.settings import Settings, WatchSettings
 from worker.settle import SettleTracker
+from worker.tamper import TamperLog
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +84,13 @@ class DropWatcher:
 
     def __init__(self, root: Path, watch: WatchSettings, store: Store, app: Celery, settings: Settings) -> None:
         self.root = root.resolve()
+        self.folders = Folders.of(self.root, watch.processed_dir, watch.failed_dir)
+        self._inside = self.folders.inside()  # reserved folders configured inside the drop folder: never drops
+        self.tamper = TamperLog(self.root, settings.state_dir.absolute())
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
         self.app = app
-        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope)
+        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root)
         self.tracker = SettleTracker(watch.settle_seconds)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.batch: dict[Path, None] = {}  # ready files, in arrival order
@@ -141,7 +148,7 @@ class DropWatcher:
 
     def _periodic(self, now_m: float) -> None:
         if self._scan is None and now_m >= self._next_scan:
-            self._scan = walk(self.root, self.cfg.recursive, skip_reserved=True)
+            self._scan = walk(self.root, self.cfg.recursive, skip_reserved=True, skip=self._inside)
             self._next_scan = now_m + self.cfg.rescan_seconds
         if self._scan is not None:
             self._scan_slice(now_m)
@@ -229,6 +236,8 @@ class DropWatcher:
             return False
         if not parts or not all(is_candidate(p) for p in parts):
             return False
+        if self._inside and any(path.is_relative_to(r) for r in self._inside):
+            return False
         return not (len(parts) > 1 and (not self.cfg.recursive or parts[0] in RESERVED_DIRS))
 
     # -- the scan ------------------------------------------------------------------------------------------------
@@ -249,7 +258,7 @@ class DropWatcher:
                 continue
             try:
                 st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
+            except OSError:  # gone, or in a folder we may list but not search: never a reason to stall the scan
                 continue
             key = self.key(path, st)
             if key not in self.known:
@@ -266,7 +275,7 @@ class DropWatcher:
         if path not in self.symlinks and len(self.symlinks) < 10_000:
             self.symlinks.add(path)
             logger.warning("ignoring %s: a symbolic link (drops must be regular files; links are not followed)",
-                           path, extra={"file": path.name})
+                           escaped_path(path), extra={"file": escape(path.name)})
 
     def key(self, path: Path, st: os.stat_result) -> str:
         return drop_key(self.scope, path, st.st_size, st.st_mtime_ns)
@@ -274,11 +283,11 @@ class DropWatcher:
     # -- batching and sending --------------------------------------------------------------------------------------
 
     def _ready(self, path: Path, now_m: float) -> None:
+        self.tracker.forget(path)
         try:
             st = path.lstat()
-        except (FileNotFoundError, NotADirectoryError):
+        except OSError:  # gone (or unreachable): nothing to send
             return
-        self.tracker.forget(path)
         if stat.S_ISLNK(st.st_mode):
             self._skip_symlink(path)
             return
@@ -346,8 +355,11 @@ class DropWatcher:
         rows = []
         for path, key in keys.items():
             if key in registered:
-                st = path.lstat()
-                rows.append({"key": key, "name": path.name, "path": str(path), "size": st.st_size,
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue  # gone since: its drop is queued in the ledger and the requeue sends it
+                rows.append({"key": key, "name": escape(path.name), "path": escaped_path(path), "size": st.st_size,
                              "mtime_ns": st.st_mtime_ns})
         fresh = [p for p, k in keys.items() if k not in registered]
         try:
@@ -365,7 +377,7 @@ class DropWatcher:
         for path in paths:
             try:
                 keys[path] = self.key(path, path.lstat())
-            except (FileNotFoundError, NotADirectoryError):
+            except OSError:
                 continue
         return keys
 
@@ -374,27 +386,42 @@ class DropWatcher:
     def finalize_finished(self) -> int:
         """Put away every finished drop of this folder whose file has not been moved yet; return how many."""
         done = 0
+        problems = self.folders.check()
         for row in self.store.finished_unfinalized(ORIGIN, under=self._prefix):
-            try:
-                result = finalize(self.root, row, self.cfg.after)
-            except OSError as exc:  # a read-only or full folder: the outcome is safe in the ledger; retry later
-                if row["key"] not in self.move_failed:
-                    logger.warning("cannot put away %s yet: %s", row["name"], exc, extra={"file": row["name"]})
-                    self.move_failed.add(row["key"])
+            put = self._put_away(row, problems)
+            if put is None:
                 continue
-            self.move_failed.discard(row["key"])
-            final = result.final_path
-            if result.action == "missing":
-                final = find_moved(self.root, row)
-                if final is None and not self._missing_long(row["key"]):
-                    continue
-            self.store.mark_finalized(row["key"], str(final) if final else None)
+            action, final = put
+            self.store.mark_finalized(row["key"], escaped_path(final) if final else None)
             self.missing_since.pop(row["key"], None)
-            if result.action != "kept":
+            if action != "kept":
                 self.known.discard(row["key"])  # its file left the folder: keep the set the folder's size
             done += 1
-            logger.debug("finalized %s: %s", row["name"], result.action, extra={"file": row["name"]})
+            logger.debug("finalized %s: %s", row["name"], action, extra={"file": row["name"]})
+        self.tamper.update(problems)
         return done
+
+    def _put_away(self, row: dict[str, Any], problems: dict[str, str]) -> tuple[str, Path | None] | None:
+        """Finalize one drop: (action, where its file is now), or None when not now. Whatever goes wrong with
+        one drop's file is that drop's alone: it waits (said once), no other drop does."""
+        try:
+            result = finalize(self.folders, row, self.cfg.after)
+            final = result.final_path
+            if result.action == "missing":
+                final = find_moved(self.folders, row)
+                if final is None and not self._missing_long(row["key"]):
+                    return None
+        except Tampered as exc:  # said by the TamperLog, once; the outcome is in the ledger; retried
+            problems[escaped_path(exc.path)] = exc.why
+            return None
+        except Exception as exc:  # a read-only or full folder (OSError), or a bug
+            if row["key"] not in self.move_failed:
+                logger.warning("cannot put away %s yet: %s", row["name"], display(str(exc)),
+                               extra={"file": row["name"]}, exc_info=not isinstance(exc, OSError))
+                self.move_failed.add(row["key"])
+            return None
+        self.move_failed.discard(row["key"])
+        return result.action, final
 
     def _missing_long(self, key: str) -> bool:
         first = self.missing_since.setdefault(key, time.monotonic())
@@ -413,7 +440,7 @@ class DropWatcher:
     @property
     def _prefix(self) -> str:
         """Paths of this folder's drops start with this (other watchers' folders share the ledger)."""
-        return str(self.root) + os.sep
+        return escaped_path(self.root) + os.sep
 
 
 def _path(raw: bytes | str) -> Path | None:
