@@ -22,6 +22,7 @@ class ParseLimits(BaseModel):
     max_aliases: int = 100
     max_list: int = 1_000  # items in any one list (images, topics, related)
     max_string: int = 100_000  # characters in any one string
+    max_number_chars: int = 100  # characters in any one number, whatever its base (1:30:00, 0x1F, 0b1, 1_000)
 
 
 class ImageLimits(BaseModel):
