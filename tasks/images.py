@@ -42,7 +42,7 @@ import httpx
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
-from tasks.imagesniff import ImageSize, NotAnImage, sniff, sniff_complete
+from tasks.imagesniff import ImageSize, NotAnImage, Sniffer
 from tasks.limits import ImageLimits
 from tasks.netguard import GuardedResolver, PolicyRefusal, Target, guarded_socket, judge_url
 
@@ -276,20 +276,35 @@ class _Fetcher:
 
     async def _judge_body(self, response: httpx.Response) -> ImageSize | NotAnImage:
         """Read until the bytes decide (or the cap); stop there. A small remainder is drained to keep the socket."""
-        cap, buf = self.limits.max_bytes, bytearray()
+        cap, sniffer, received = self.limits.max_bytes, Sniffer(), 0
         chunks = response.aiter_raw()
         async for chunk in chunks:
-            buf += chunk
-            if len(buf) >= cap:
-                return sniff_complete(bytes(buf[:cap]))
-            verdict = sniff(buf)
+            received += len(chunk)
+            verdict = await _feed(sniffer, chunk[: cap - len(sniffer.buf)])
+            if verdict is None and len(sniffer.buf) >= cap:
+                return sniffer.finish()
             if verdict is not None:
                 length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) - len(buf) <= _DRAIN_LIMIT:
+                if length.isdigit() and int(length) - received <= _DRAIN_LIMIT:
                     async for _ in chunks:
                         pass
                 return verdict
-        return sniff_complete(buf)
+        return sniffer.finish()
+
+
+_SNIFF_STEP = 8 * 1024  # bytes judged between two turns of the loop: a few ms at worst (a body of tiny segments)
+
+
+async def _feed(sniffer: Sniffer, chunk: bytes) -> ImageSize | NotAnImage | None:
+    """Feed a chunk in steps, letting the loop's other checks run between them."""
+    verdict = None
+    for at in range(0, len(chunk), _SNIFF_STEP):
+        if at:
+            await asyncio.sleep(0)
+        verdict = sniffer.feed(chunk[at : at + _SNIFF_STEP])
+        if verdict is not None:
+            break
+    return verdict
 
 
 class _HostSlot:
