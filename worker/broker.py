@@ -12,6 +12,7 @@ argv, which any user can read in ``/proc``. Valkey runs with umask 077: its appe
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -77,8 +78,8 @@ class EmbeddedBroker:
         self.proc = subprocess.Popen(bound_to_parent(args), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True, umask=UMASK)
         assert self.proc.stdin is not None
-        with self.proc.stdin:  # "-": the config is read from stdin up to its end, before the options above
-            self.proc.stdin.write(f'requirepass "{password}"\n'.encode())
+        with self.proc.stdin, contextlib.suppress(BrokenPipeError):  # died at once: said below
+            self.proc.stdin.write(f'requirepass "{password}"\n'.encode())  # "-": config read from stdin to its end
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + timeout
         while not ping(self.url, 0.5):
