@@ -11,7 +11,7 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator
+from pydantic import BaseModel, BeforeValidator, Field
 
 
 def port_range(value: object) -> tuple[int, int]:
@@ -37,7 +37,8 @@ class ParseLimits(BaseModel):
     """What a drop file may be: checked before and while parsing, so a hostile file costs little."""
 
     max_bytes: int = 1_048_576  # checked from the file size before the file is read
-    max_depth: int = 20  # nesting of mappings and lists
+    # nesting of mappings and lists; at most 200: what reads and writes the data afterwards recurses once a level
+    max_depth: int = Field(default=20, ge=1, le=200)
     max_nodes: int = 100_000  # YAML nodes, after aliases are expanded (alias bombs)
     max_aliases: int = 100
     max_list: int = 1_000  # items in any one list (images, topics, related)

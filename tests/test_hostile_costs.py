@@ -115,10 +115,13 @@ def test_a_bom_at_a_line_start_in_a_normal_drop_is_read() -> None:
     assert item.model_extra == {"a": [["x"]], "b": 1}
 
 
-def test_depth_is_a_refusal_even_when_the_limit_is_raised_high() -> None:
-    """No RecursionError whatever the limit: a refusal naming the depth, or the data."""
-    limits = ParseLimits(max_depth=5_000)
-    data = drop("a:\n\ufeff" + "- " * 3_000 + "x\n")
-    with pytest.raises(DropRejected) as caught:
-        parse_drop("deep.txt", data, limits)
-    assert "nested" in caught.value.reason and "RecursionError" not in caught.value.reason
+def test_depth_is_a_refusal_even_when_the_limit_is_raised_to_its_highest() -> None:
+    """No RecursionError whatever the limit: a refusal naming the depth, or the data. The limit itself stops at
+    200 levels: the data is read and written by code that recurses once a level (JSON, pydantic)."""
+    limits = ParseLimits(max_depth=200)
+    for levels in (600, 3_000):
+        exc, _ = refused(drop("a:\n\ufeff" + "- " * levels + "x\n"), limits)
+        assert "nested deeper than 200 levels" in exc.reason
+    assert parse_drop("ok.txt", drop("a:\n\ufeff" + "- " * 150 + "x\n"), limits).model_extra is not None
+    with pytest.raises(ValueError, match="less than or equal to 200"):
+        ParseLimits(max_depth=5_000)
