@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -91,16 +92,20 @@ def test_redis_reads_its_password_from_stdin(tmp_path: Path) -> None:
     script = script.replace("$$", "$")  # compose's escape: the container's shell sees one $
     script = script.replace("exec redis-server", f"exec {server}") + f" --port 0 --unixsocket {sock}"
     proc = subprocess.Popen(["sh", "-c", script], env={"REDIS_PASSWORD": "r3dis-pw", "PATH": os.environ["PATH"]},
-                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group: the server is the shell's child
     try:
         wait_for(lambda: sock.exists(), 10)
         with pytest.raises(redis.AuthenticationError):
             redis.Redis(unix_socket_path=str(sock)).set("k", "v")
         assert redis.Redis(unix_socket_path=str(sock), password="r3dis-pw").ping()
-        assert b"r3dis-pw" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        server_pid = redis.Redis(unix_socket_path=str(sock), password="r3dis-pw").info("server")["process_id"]
+        assert b"requirepass" not in Path(f"/proc/{server_pid}/cmdline").read_bytes()
+        assert b"r3dis-pw" not in Path(f"/proc/{server_pid}/cmdline").read_bytes()
     finally:
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # the shell and the server it started
         proc.wait(10)
+        wait_for(lambda: not sock.exists(), 10)  # the server is gone too (it removes its socket on exit)
 
 
 def test_flower_is_read_only_unless_asked(model: dict[str, Any]) -> None:
