@@ -133,7 +133,8 @@ def bench_env(broker_url: str, store_url: str, code: Path | None = None, **more:
     folder whose ``tasks`` and ``worker`` packages replace the working tree's (see :func:`code_tree`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDWORKER_", "PROMETHEUS_"))}
     env.update(FEEDWORKER_BROKER_URL=broker_url, FEEDWORKER_STORE_URL=store_url,
-               FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]', FEEDWORKER_LOG_LEVEL="WARNING",
+               FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]', FEEDWORKER_IMAGES__ALLOW_PORTS='["1-65535"]',
+               FEEDWORKER_LOG_LEVEL="WARNING",
                PATH=f"{BIN}:{env.get('PATH', '')}", **more)
     if code is not None:
         env["PYTHONPATH"] = str(code)

@@ -42,9 +42,9 @@ import httpx
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
-from tasks.imagesniff import ImageSize, NotAnImage, sniff, sniff_complete
+from tasks.imagesniff import ImageSize, NotAnImage, Sniffer
 from tasks.limits import ImageLimits
-from tasks.netguard import GuardedResolver, PolicyRefusal, Target, guarded_socket, judge_url
+from tasks.netguard import GuardedResolver, PolicyRefusal, Target, guarded_socket, judge_url, spell_ports
 
 if TYPE_CHECKING:
     from tasks.imagecache import OutcomeCache
@@ -82,6 +82,8 @@ class ImageChecker:
         self.limits, self.cache = limits, cache
         self._resolver = resolver  # tests give a static one; default: the system's, in a thread
         self._scope = "allow=" + ",".join(sorted(str(n) for n in limits.allow_networks))
+        if limits.allow_networks:  # what an allowed network may be reached on changes the answers too
+            self._scope += ";" + spell_ports(limits.allow_ports)
         self._lock = threading.Lock()
         self._runner: _LoopThread | None = None
         self._fetcher: _Fetcher | None = None
@@ -166,7 +168,7 @@ class _Fetcher:
 
     def __init__(self, limits: ImageLimits, transport: httpx.AsyncBaseTransport) -> None:
         self.limits, self.transport = limits, transport
-        self.allow = list(limits.allow_networks)
+        self.allow, self.ports = list(limits.allow_networks), list(limits.allow_ports)
         self.slots = asyncio.Semaphore(limits.concurrency)
         self.hosts: dict[str, _HostSlot] = {}
         self.headers = {"User-Agent": limits.user_agent, "Accept": "image/*,*/*;q=0.5", "Accept-Encoding": "identity",
@@ -177,10 +179,10 @@ class _Fetcher:
     @classmethod
     async def create(cls, limits: ImageLimits, resolver: AbstractResolver | None) -> _Fetcher:
         """Built on the loop (aiohttp wants one running). Nothing here reads the environment (no proxies)."""
-        allow = list(limits.allow_networks)
-        guard = GuardedResolver(resolver or aiohttp.ThreadedResolver(), allow, limits.dns_timeout_seconds)
+        allow, ports = list(limits.allow_networks), list(limits.allow_ports)
+        guard = GuardedResolver(resolver or aiohttp.ThreadedResolver(), allow, limits.dns_timeout_seconds, ports)
         connector = aiohttp.TCPConnector(limit=limits.concurrency, limit_per_host=limits.per_host, resolver=guard,
-                                         socket_factory=guarded_socket(allow), ttl_dns_cache=60)
+                                         socket_factory=guarded_socket(allow, ports), ttl_dns_cache=60)
         session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
                                         auto_decompress=False)
         return cls(limits, AiohttpTransport(client=session, trust_env=False))
@@ -194,7 +196,7 @@ class _Fetcher:
 
     async def check(self, url: str) -> ImageResult:
         try:
-            target = judge_url(url, self.allow)
+            target = judge_url(url, self.allow, self.ports)
         except PolicyRefusal as exc:
             return _result("blocked", exc.reason)
         try:
@@ -262,7 +264,7 @@ class _Fetcher:
         if 300 <= code < 400 and "location" in response.headers:
             location = response.headers["location"]
             try:
-                return judge_url(response.url.join(location), self.allow)
+                return judge_url(response.url.join(location), self.allow, self.ports)
             except PolicyRefusal as exc:
                 return _Outcome(_result("blocked", f"redirect to {location[:200]!r}: {exc.reason}", response))
         if code >= 300:
@@ -276,20 +278,35 @@ class _Fetcher:
 
     async def _judge_body(self, response: httpx.Response) -> ImageSize | NotAnImage:
         """Read until the bytes decide (or the cap); stop there. A small remainder is drained to keep the socket."""
-        cap, buf = self.limits.max_bytes, bytearray()
+        cap, sniffer, received = self.limits.max_bytes, Sniffer(), 0
         chunks = response.aiter_raw()
         async for chunk in chunks:
-            buf += chunk
-            if len(buf) >= cap:
-                return sniff_complete(bytes(buf[:cap]))
-            verdict = sniff(buf)
+            received += len(chunk)
+            verdict = await _feed(sniffer, chunk[: cap - len(sniffer.buf)])
+            if verdict is None and len(sniffer.buf) >= cap:
+                return sniffer.finish()
             if verdict is not None:
                 length = response.headers.get("content-length", "")
-                if length.isdigit() and int(length) - len(buf) <= _DRAIN_LIMIT:
+                if length.isdigit() and int(length) - received <= _DRAIN_LIMIT:
                     async for _ in chunks:
                         pass
                 return verdict
-        return sniff_complete(buf)
+        return sniffer.finish()
+
+
+_SNIFF_STEP = 4 * 1024  # bytes judged between two turns of the loop: ~2 ms at worst (a body of tiny segments)
+
+
+async def _feed(sniffer: Sniffer, chunk: bytes) -> ImageSize | NotAnImage | None:
+    """Feed a chunk in steps, letting the loop's other checks run between them."""
+    verdict = None
+    for at in range(0, len(chunk), _SNIFF_STEP):
+        if at:
+            await asyncio.sleep(0)
+        verdict = sniffer.feed(chunk[at : at + _SNIFF_STEP])
+        if verdict is not None:
+            break
+    return verdict
 
 
 class _HostSlot:

@@ -14,6 +14,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, text
 
+from tasks.private import private_sqlite
 from tasks.store import Store
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -42,6 +43,7 @@ def is_current(store: Store) -> bool:
 
 def upgrade(store: Store) -> None:
     """Bring the schema to the newest revision; a no-op when it is there already."""
+    private_sqlite(store.url)  # before the first connection makes the file (this is where every process starts)
     if is_current(store):
         return
     with store.engine.begin() as conn:

@@ -15,7 +15,9 @@ Three checks, each on what the next step will really use:
 An address is refused when it is not global unicast: loopback, private, link-local (169.254.0.0/16: the cloud
 metadata address), carrier-grade NAT, multicast, reserved, unspecified, documentation, IPv6 ULA/link-local/site-
 local, or an IPv6 form that embeds a refused IPv4 (mapped, compatible, NAT64, 6to4, Teredo) -- unless it lies in
-an allowed network (``ImageLimits.allow_networks``, e.g. ``["127.0.0.1/32"]`` for tests).
+an allowed network (``ImageLimits.allow_networks``, e.g. ``["127.0.0.1/32"]`` for tests). An address reached only
+because its network is allowed is reached only on an allowed port (``ImageLimits.allow_ports``, 80 and 443 unless
+configured): allowing a private host must not open its Redis or PostgreSQL. Public addresses take any port.
 
 Example::
 
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 
 Address = IPv4Address | IPv6Address
 Network = IPv4Network | IPv6Network
+PortRanges = Sequence[tuple[int, int]]  # (low, high); None where a port rule does not apply
 
 
 class PolicyRefusal(OSError):
@@ -107,12 +110,25 @@ def _embedded_v4(ip: IPv6Address) -> list[IPv4Address]:
     return []
 
 
-def address_refusal(ip: Address, allow: Sequence[Network]) -> str | None:
-    """Why this address may not be reached ("10.0.0.1 is private"), or None when it may."""
+def address_refusal(ip: Address, allow: Sequence[Network], port: int | None = None,
+                    ports: PortRanges | None = None) -> str | None:
+    """Why this address (on ``port``) may not be reached ("10.0.0.1 is private"), or None when it may."""
     if isinstance(ip, IPv6Address) and ip.scope_id:
         ip = IPv6Address(ip.compressed.split("%", 1)[0])
     label = _refusal_label(ip, allow)
-    return f"{ip} is {label}" if label else None
+    if label:
+        return f"{ip} is {label}"
+    if port is None or ports is None or any(low <= port <= high for low, high in ports):
+        return None
+    if _refusal_label(ip, ()) is None:
+        return None  # a public address: any port
+    return f"port {port} of {ip} is not allowed: an allowed network is reached only on {spell_ports(ports)}"
+
+
+def spell_ports(ports: PortRanges) -> str:
+    """``[(80, 80), (8000, 8099)]`` -> ``"ports 80, 8000-8099 (images.allow_ports)"``."""
+    listed = ", ".join(str(low) if low == high else f"{low}-{high}" for low, high in ports) or "no port"
+    return f"ports {listed} (images.allow_ports)"
 
 
 def _refusal_label(ip: Address, allow: Sequence[Network]) -> str | None:
@@ -136,14 +152,15 @@ def _refusal_label(ip: Address, allow: Sequence[Network]) -> str | None:
     return label
 
 
-def addresses_refusal(addresses: Iterable[str], allow: Sequence[Network]) -> str | None:
+def addresses_refusal(addresses: Iterable[str], allow: Sequence[Network], port: int | None = None,
+                      ports: PortRanges | None = None) -> str | None:
     """Refuse the whole answer if any one address is refused (a name beside an allowed address is no excuse)."""
     for text in addresses:
         try:
             ip = ip_address(text.split("%", 1)[0])
         except ValueError:
             return f"unparsable address {text!r}"
-        why = address_refusal(ip, allow)
+        why = address_refusal(ip, allow, port, ports)
         if why:
             return why
     return None
@@ -168,7 +185,7 @@ _LABEL = r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?"
 _NAME = re.compile(rf"^(?=.{{1,253}}\.?$){_LABEL}(?:\.{_LABEL})*\.?$")  # LDH labels (and _), IDNA already applied
 
 
-def judge_url(url: str | httpx.URL, allow: Sequence[Network]) -> Target:
+def judge_url(url: str | httpx.URL, allow: Sequence[Network], ports: PortRanges | None = None) -> Target:
     """Check a URL before any I/O; raise PolicyRefusal with the reason."""
     try:
         parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
@@ -185,7 +202,7 @@ def judge_url(url: str | httpx.URL, allow: Sequence[Network]) -> Target:
         if not _NAME.match(host):
             raise PolicyRefusal(f"invalid host {host!r}")
         return Target(parsed, host, port, None)
-    why = address_refusal(address, allow)
+    why = address_refusal(address, allow, port, ports)
     if why:
         raise PolicyRefusal(why)
     canonical = str(address)
@@ -241,8 +258,9 @@ def _ipv4_number(part: str) -> int:
 class GuardedResolver(AbstractResolver):
     """Resolve under a deadline; refuse the name if any address is refused; return exactly what was judged."""
 
-    def __init__(self, inner: AbstractResolver, allow: Sequence[Network], timeout: float) -> None:
-        self._inner, self._allow, self._timeout = inner, list(allow), timeout
+    def __init__(self, inner: AbstractResolver, allow: Sequence[Network], timeout: float,
+                 ports: PortRanges | None = None) -> None:
+        self._inner, self._allow, self._timeout, self._ports = inner, list(allow), timeout, ports
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
@@ -252,7 +270,7 @@ class GuardedResolver(AbstractResolver):
                 infos = await self._inner.resolve(host, port, family)
         except TimeoutError:
             raise socket.gaierror(socket.EAI_AGAIN, f"DNS lookup of {host} timed out") from None
-        why = addresses_refusal((info["host"] for info in infos), self._allow)
+        why = addresses_refusal((info["host"] for info in infos), self._allow, port or None, self._ports)
         if why:
             raise PolicyRefusal(f"{host} resolves to a refused address: {why}")
         if not infos:
@@ -264,13 +282,14 @@ class GuardedResolver(AbstractResolver):
 
 
 # ---------------------------------------------------------------------------------- 3. the socket factory (last)
-def guarded_socket(allow: Sequence[Network]) -> Callable[[AddrInfoType], socket.socket]:
-    """A socket factory for aiohttp that refuses to create a socket for a refused address."""
+def guarded_socket(allow: Sequence[Network], ports: PortRanges | None = None
+                   ) -> Callable[[AddrInfoType], socket.socket]:
+    """A socket factory for aiohttp that refuses to create a socket for a refused address (or port)."""
     allowed = list(allow)
 
     def factory(addr_info: AddrInfoType) -> socket.socket:
         family, type_, proto, _, sockaddr = addr_info
-        why = addresses_refusal([str(sockaddr[0])], allowed)
+        why = addresses_refusal([str(sockaddr[0])], allowed, int(sockaddr[1]), ports)
         if why:
             logger.error("connection to a refused address stopped at the socket: %s", why)
             raise PolicyRefusal(why)

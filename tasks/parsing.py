@@ -94,8 +94,12 @@ def parse_drop(name: str, data: bytes, limits: ParseLimits) -> Item:
         raise _refused(name, exc.reason) from None
     except UnsafeYaml as exc:
         raise _refused(name, exc.reason, exc.field) from None
+    except RecursionError:  # a last guard: the depth limit is checked before anything recurses
+        raise _refused(name, f"nested too deeply to read (limit: {limits.max_depth} levels)") from None
     try:
         item = Item.model_validate(loaded.data)
+    except RecursionError:
+        raise _refused(name, f"nested too deeply to read (limit: {limits.max_depth} levels)") from None
     except ValidationError as exc:
         # "from None": pydantic's own text quotes the input (the secured blob too); it must not ride along
         raise _refused(name, *_first_error(exc)) from None

@@ -72,10 +72,17 @@ _FAST_SCALARS = {
 }
 _FAST_KEY_TAGS = frozenset({STR, INT, FLOAT, BOOL, NULL})
 _FAST_MAX_DEPTH = 200  # the tree builder recurses; deeper limits use the (iterative) full constructor
+# Numbers cost more than their length: YAML 1.1 base 60 (1:0:0:...) is quadratic in Python and skips its 4,300-digit
+# guard, and a 0x... of 99,000 digits is a valid int no JSON writer takes. The fast path reads numbers up to this
+# length (so it runs only when the limit allows at least as much); longer ones go the libyaml way, which refuses
+# those past ``max_number_chars``.
+_FAST_NUMBER_MAX = 32
+_NUMBER_TAGS = frozenset({INT, FLOAT})
 _READ_ERRORS = (ValueError, LookupError, TypeError, AttributeError, OverflowError, ConstructorError)
 
-# libyaml also breaks lines at NEL, LS and PS: the text bound below only knows \n (and \r\n)
-_OTHER_BREAKS = ("\x85", "\u2028", "\u2029")
+# libyaml also breaks lines at NEL, LS and PS, and skips a BOM (U+FEFF) at the start of any line: the text bound
+# below only knows \n (and \r\n) and sees no indentation or indicator after a BOM
+_OTHER_BREAKS = ("\x85", "\u2028", "\u2029", "\ufeff")
 _INDENT = re.compile(r"\n([ \t]*)")  # searched in "\n" + text: a literal first character is found fast
 # a line that starts with an indicator after which a block collection may start on the same line ("- - a", "? k")
 _INDICATOR_LINE = re.compile(r"\n([ \t]*)[-?:&!]")
@@ -109,6 +116,7 @@ class FrontMatterLoader(yaml.CSafeLoader):
     """``CSafeLoader`` without implicit timestamps or value tags, with mapping keys kept as text."""
 
     binary_seen = False
+    max_number_chars = ParseLimits().max_number_chars  # set from the limits in force before building
 
     def resolve(self, kind: type[Node], value: Any, implicit: tuple[bool, bool]) -> str:
         # Called from C for every node. The cache spares the regex matches for the plain scalars that recur
@@ -169,7 +177,7 @@ def load_front_matter(text: str, limits: ParseLimits, *, raw: bytes | None = Non
         raise _raw_nul(text, first_line)
     aliases = "&" in text and "*" in text  # an alias needs an anchor: without both, the graph is a tree
     may_exceed = aliases or _may_exceed(text, limits)
-    if not may_exceed and limits.max_depth <= _FAST_MAX_DEPTH:
+    if not may_exceed and limits.max_depth <= _FAST_MAX_DEPTH and limits.max_number_chars >= _FAST_NUMBER_MAX:
         # No limit but the depth can be passed (see _may_exceed), and fast_tree gives up past max_depth: the
         # common shapes are read in Python, ~2x faster than libyaml's compose + build; any other shape (and a
         # too deep one) goes on to libyaml.
@@ -186,6 +194,7 @@ def _load_with_libyaml(text: str, source: bytes, limits: ParseLimits, first_line
                        walked: bool) -> Loaded:
     """Steps 2 to 4 (compose, walk, construct). ``walked``: the graph walk must come before building."""
     loader = FrontMatterLoader(source)
+    loader.max_number_chars = limits.max_number_chars
     try:
         node = _compose(loader, source, first_line)
         if node is None:
@@ -223,7 +232,7 @@ def _plain_value(text: str) -> Any:
         value = text
     else:
         make = _FAST_SCALARS.get(tag)
-        if make is None:
+        if make is None or (tag in _NUMBER_TAGS and len(text) > _FAST_NUMBER_MAX):
             raise NotHere
         try:
             value = make(_SCALARS, plain_node(tag, text))
@@ -260,7 +269,7 @@ def _depth_bound(text: str) -> int:
     collections need a bracket each, plus at most one implicit single-pair mapping per bracket.
     """
     if ("\r" in text and text.count("\r") != text.count("\r\n")) or any(b in text for b in _OTHER_BREAKS):
-        return sys.maxsize  # line breaks the bound cannot see: let the exact pass decide
+        return sys.maxsize  # line breaks (or a BOM) the bound cannot see: let the exact pass decide
     lines = "\n" + text
     columns = set(map(len, _INDENT.findall(lines)))
     for line in _INDICATOR_LINE.finditer(lines):
@@ -491,6 +500,10 @@ def _check_scalar(
     if "\0" in value:
         raise UnsafeYaml(NUL_REASON if label is not None else f"a key {NUL_REASON}", _labels(stack, label))
     _check_tag(node, stack, label)
+    if node.tag in _NUMBER_TAGS and len(value) > limits.max_number_chars:
+        if label is None:
+            return  # a key: kept as its text, never read as a number
+        raise UnsafeYaml(_long_number(value, limits.max_number_chars), _labels(stack, label))
     if node.tag not in (STR, NULL, MERGE):  # read it now, so a bad one is refused naming its field
         try:
             FrontMatterLoader.yaml_constructors[node.tag](loader, node)
@@ -536,6 +549,8 @@ def _build(loader: FrontMatterLoader, node: Node) -> Any:
         make = _FAST_SCALARS.get(tag)
         if make is None:
             raise _SlowPath
+        if tag in _NUMBER_TAGS and len(node.value) > loader.max_number_chars:
+            raise UnsafeYaml(_long_number(node.value, loader.max_number_chars), node=node)
         try:
             return make(loader, node)  # type: ignore[arg-type]  # cls is ScalarNode
         except _READ_ERRORS:
@@ -576,6 +591,10 @@ def _construct(loader: FrontMatterLoader, node: Node, source: bytes, first_line:
     if not isinstance(data, dict):
         raise UnsafeYaml(f"the front matter must be a mapping of fields (key: value), found a {type(data).__name__}")
     return data
+
+
+def _long_number(text: str, limit: int) -> str:
+    return f"a number of {len(text)} characters is longer than the limit of {limit} (parse.max_number_chars)"
 
 
 def _tag_refusal(tag: str) -> str:

@@ -19,7 +19,8 @@ BIN = Path(sys.executable).parent
 def env_for(broker_url: str, store_url: str, **more: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FEEDWORKER_")}
     env.update(FEEDWORKER_BROKER_URL=broker_url, FEEDWORKER_STORE_URL=store_url,
-               FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]', FEEDWORKER_LOG_LEVEL="WARNING",
+               FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]', FEEDWORKER_IMAGES__ALLOW_PORTS='["1-65535"]',
+               FEEDWORKER_LOG_LEVEL="WARNING",
                FEEDWORKER_IMAGES__TIMEOUT_SECONDS="3", PATH=f"{BIN}:{env.get('PATH', '')}", **more)
     return env
 

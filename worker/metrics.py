@@ -347,12 +347,13 @@ class MetricsServer:
             release_multiprocess()
 
 
-def serve(port: int, addr: str = "", settings: Any = None, ledger: bool = True,
+def serve(port: int, addr: str | None = None, settings: Any = None, ledger: bool = True,
           alive: Callable[[], bool] | None = None) -> MetricsServer:
     """Serve the metrics of this process and of every process sharing its metrics directory on ``port``
-    (0: any free port, see ``.port``), on every interface unless ``addr`` names one. Call it before starting
-    the processes whose metrics it serves (they inherit the directory). ``ledger``: add :class:`LedgerCollector`
-    (the `run` / `watch` process; workers leave it to them). ``alive``: what ``/livez`` asks besides the broker.
+    (0: any free port, see ``.port``), on ``addr`` (default: the ``metrics_host`` setting, 127.0.0.1). Call it
+    before starting the processes whose metrics it serves (they inherit the directory). ``ledger``: add
+    :class:`LedgerCollector` (the `run` / `watch` process; workers leave it to them). ``alive``: what ``/livez``
+    asks besides the broker.
     """
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -374,6 +375,7 @@ def serve(port: int, addr: str = "", settings: Any = None, ledger: bool = True,
     owned_before = _owned_dir is not None
     path = prepare_multiprocess()
     settings = settings or get_settings()
+    addr = settings.metrics_host if addr is None else addr
     store = Store(settings.store_url)
     registry = CollectorRegistry()
     registry.register(_FilesCollector(path))

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     task_time_limit: int = 55  # hard limit: must stay below visibility_timeout (no second delivery while running)
     cache_url: str | None = None  # Redis for image outcomes; default: the broker, when it is Redis
     metrics_port: int | None = None
+    metrics_host: str = "127.0.0.1"  # where /metrics, /livez, /readyz listen; "0.0.0.0" for every interface
     flower_basic_auth: SecretStr | None = None  # user:password for `run --flower`; default: generated
     parse: ParseLimits = ParseLimits()
     images: ImageLimits = ImageLimits()

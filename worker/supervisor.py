@@ -32,6 +32,7 @@ from types import FrameType
 from typing import IO, Any
 
 from tasks.migrate import upgrade
+from tasks.private import private_dir, private_file
 from tasks.store import Store
 from worker.broker import EmbeddedBroker, ping, url_file
 from worker.children import bound_to_parent
@@ -175,9 +176,9 @@ class Supervisor:
 
     def _start_embedded_broker(self) -> str:
         """Take the state folder (one `feedworker run` per folder), stop an orphan of a killed run, start ours."""
-        state = self.settings.state_dir
-        state.mkdir(parents=True, exist_ok=True)
-        self._lock = open(state / "run.lock", "a+")  # noqa: SIM115 (held for the life of the process)
+        state = private_dir(self.settings.state_dir)
+        fd = os.open(state / "run.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        self._lock = os.fdopen(fd, "a+")  # held for the life of the process
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the kernel if we die
         except BlockingIOError:
@@ -196,6 +197,9 @@ class Supervisor:
         return [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--address={FLOWER_ADDRESS}"]
 
     def _flower_env(self, env: dict[str, str]) -> dict[str, str]:
+        # Read-only unless FLOWER_READ_ONLY says otherwise: its API could otherwise apply any registered task
+        # (feedworker.publish included) with arguments of the caller's choosing, or shut workers down.
+        env = {"FLOWER_READ_ONLY": "true", **env}
         if env.get("FLOWER_BASIC_AUTH"):
             return env
         # Never an open API, even on loopback: Flower's unauthenticated mode also answers any web page's
@@ -270,9 +274,8 @@ def flower_basic_auth(settings: Settings) -> str:
     if path.is_file():
         return path.read_text(encoding="utf-8").strip()
     auth = f"feedworker:{secrets.token_urlsafe(18)}"
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
+    private_dir(settings.state_dir)
+    with os.fdopen(private_file(path), "w") as f:
         f.write(auth + "\n")
     return auth
 
