@@ -79,6 +79,7 @@ class _Metrics:
                                      ["operation"], buckets=WRITE_BUCKETS, registry=None)
         self.in_progress = Gauge("feedworker_stage_in_progress", "Batches running now, by stage.", ["stage"],
                                  multiprocess_mode="livesum", registry=None)
+        self._delivery_metrics()
         self._zeros()
 
     def _zeros(self) -> None:
@@ -89,6 +90,23 @@ class _Metrics:
             self.drops.labels("failed", stage)
         for status in IMAGE_STATUSES:
             self.images.labels(status)
+        for stage in STAGES[1:]:
+            for counter in (self.redeliveries, self.splits, self.poison):
+                counter.labels(stage)
+
+    def _delivery_metrics(self) -> None:
+        """Counted by worker/delivery.py and tasks/stages.py (docs/delivery.md)."""
+        from prometheus_client import Counter
+
+        self.redeliveries = Counter("feedworker_batch_redeliveries_total",
+                                    "Deliveries of a batch message beyond its first, by stage.", ["stage"],
+                                    registry=None)
+        self.splits = Counter("feedworker_batch_splits_total",
+                              "Batches split in two after a worker died or a time limit passed, by stage.",
+                              ["stage"], registry=None)
+        self.poison = Counter("feedworker_poison_drops_total",
+                              "Drops failed alone because their worker process died on them repeatedly, by stage.",
+                              ["stage"], registry=None)
 
 
 _metrics: _Metrics | None = None
@@ -132,6 +150,21 @@ def drops_requeued(reason: str, count: int) -> None:
 @_safe
 def drop_finished(outcome: str, stage: str | None) -> None:
     _get().drops.labels(bounded(outcome, OUTCOMES), bounded(stage, STAGES)).inc()
+
+
+@_safe
+def redelivered(stage: str) -> None:
+    _get().redeliveries.labels(bounded(stage, STAGES)).inc()
+
+
+@_safe
+def batch_split(stage: str) -> None:
+    _get().splits.labels(bounded(stage, STAGES)).inc()
+
+
+@_safe
+def poison_failed(stage: str) -> None:
+    _get().poison.labels(bounded(stage, STAGES)).inc()
 
 
 @_safe

@@ -1,0 +1,35 @@
+"""A worker app for the poison tests only: `celery -A tests.poison_app worker`.
+
+It is the real app (worker.celery_app) with a fault hook wrapped around parsing one drop, switched on by the test
+through the worker's environment; no production module reads these variables:
+
+- ``FEEDWORKER_TEST_KILL_DROP=NAME``: the pool process parsing the drop NAME SIGKILLs itself (as the OOM killer
+  or a segfault in a C library would end it), every time it is delivered;
+- ``FEEDWORKER_TEST_SLOW_DROP=NAME``: parsing the drop NAME takes ``FEEDWORKER_TEST_SLOW_SECONDS`` (default 60),
+  past the soft time limit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Any
+
+import tasks.pipeline
+from worker.celery_app import app
+
+__all__ = ["app"]
+
+_real_parse_drop = tasks.pipeline.parse_drop
+
+
+def _parse_drop_with_faults(name: str, data: bytes, limits: Any) -> Any:
+    if name == os.environ.get("FEEDWORKER_TEST_KILL_DROP"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    if name == os.environ.get("FEEDWORKER_TEST_SLOW_DROP"):
+        time.sleep(float(os.environ.get("FEEDWORKER_TEST_SLOW_SECONDS", "60")))
+    return _real_parse_drop(name, data, limits)
+
+
+tasks.pipeline.parse_drop = _parse_drop_with_faults  # type: ignore[assignment]
