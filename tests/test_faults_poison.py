@@ -84,6 +84,7 @@ def run_poison_batch(tmp_path: Path, restart_redis: bool) -> None:
             "published": 1, "unchanged": 0, "failed": 0}
         records, drops, rows = export(env), ledger(store), deliveries(store)
         failures = [json.loads(line) for line in feedworker(env, "failures", "--json").stdout.splitlines()]
+        traced = json.loads(feedworker(env, "trace", POISON, "--json").stdout)["drops"][0]
     tasks = sum(r["count"] for r in rows) - 3  # task runs for the 100 (the last 3: the "after" drop's chain)
     print(f"isolated in {took:.1f} s; {tasks} task deliveries (3 without the poison drop), "
           f"{len({r['batch_id'] for r in rows if r['parent']}) // 2} splits; summary {summary}")
@@ -96,8 +97,23 @@ def run_poison_batch(tmp_path: Path, restart_redis: bool) -> None:
     assert "its worker process died 3 times while parsing it (signal 9)" in poison["reason"], poison["reason"]
     assert [f["file"] for f in failures] == [POISON] and "signal 9" in failures[0]["reason"]
     assert any(r["label"] and r["label"].startswith("split 2/2 of ") for r in rows)
+    check_trace(traced, restart_redis)
     if restart_redis:
         assert max(d["attempts"] for d in drops) > 1  # Redis lost halves; the ledger sent their drops again
+
+
+def check_trace(traced: dict[str, Any], resent: bool) -> None:
+    """`feedworker trace` shows the poison drop's way down: the batch of 100, the splits that carried it, and
+    its deliveries alone, each lost to signal 9, before it failed."""
+    batches = traced["batches"]
+    assert batches[0]["drops"] == 100 and batches[0]["label"] is None
+    assert batches[0]["stages"][0]["deliveries"] == 2 and "signal 9" in batches[0]["stages"][0]["lost"]
+    splits = [b for b in batches[1:] if b["label"]]  # after a Redis restart the ledger's resends too (no label)
+    assert len(splits) >= 7 and all(b["label"].startswith("split ") for b in splits)
+    assert resent or len(splits) == len(batches) - 1
+    alone = [b["stages"][0] for b in batches if b["drops"] == 1]
+    assert any(s["stage"] == "parse" and s["deliveries"] == 4 and "signal 9" in s["lost"] for s in alone), alone
+    assert traced["state"] == "failed" and traced["record"] is None
 
 
 def test_a_drop_that_kills_its_worker_fails_alone(tmp_path: Path) -> None:
