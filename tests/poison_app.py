@@ -17,11 +17,10 @@ import time
 from typing import Any
 
 import tasks.pipeline
+from tasks.parsing import parse_drop as _real_parse_drop
 from worker.celery_app import app
 
 __all__ = ["app"]
-
-_real_parse_drop = tasks.pipeline.parse_drop
 
 
 def _parse_drop_with_faults(name: str, data: bytes, limits: Any) -> Any:
@@ -32,4 +31,4 @@ def _parse_drop_with_faults(name: str, data: bytes, limits: Any) -> Any:
     return _real_parse_drop(name, data, limits)
 
 
-tasks.pipeline.parse_drop = _parse_drop_with_faults  # type: ignore[assignment]
+tasks.pipeline.parse_drop = _parse_drop_with_faults  # type: ignore[attr-defined]
