@@ -6,7 +6,8 @@ through the worker's environment; no production module reads these variables:
 - ``FEEDWORKER_TEST_KILL_DROP=NAME``: the pool process parsing the drop NAME SIGKILLs itself (as the OOM killer
   or a segfault in a C library would end it), every time it is delivered;
 - ``FEEDWORKER_TEST_SLOW_DROP=NAME``: parsing the drop NAME takes ``FEEDWORKER_TEST_SLOW_SECONDS`` (default 60),
-  past the soft time limit.
+  past the soft time limit;
+- ``FEEDWORKER_TEST_PARSE_SECONDS=S``: parsing every drop takes S seconds more (a backlog of slow work).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def _parse_drop_with_faults(name: str, data: bytes, limits: Any) -> Any:
         os.kill(os.getpid(), signal.SIGKILL)
     if name == os.environ.get("FEEDWORKER_TEST_SLOW_DROP"):
         time.sleep(float(os.environ.get("FEEDWORKER_TEST_SLOW_SECONDS", "60")))
+    time.sleep(float(os.environ.get("FEEDWORKER_TEST_PARSE_SECONDS", "0")))
     return _real_parse_drop(name, data, limits)
 
 

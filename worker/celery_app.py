@@ -57,6 +57,9 @@ def make_app(settings: Settings) -> Celery:
         ["--metrics-port"], type=int, default=None,
         help="Serve this worker's /metrics, /livez and /readyz on this port (0: any free port)."))
     app.steps["worker"].add(MetricsEndpoint)
+    from worker.lostdrops import LostSweep
+
+    app.steps["worker"].add(LostSweep)  # drops whose messages are gone are sent again (worker/lostdrops.py)
     return app
 
 
