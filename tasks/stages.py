@@ -3,6 +3,10 @@
 parse (read + validate + normalize) -> verify (image checks) -> publish (link + store), chained per batch.
 Payloads travel sealed: Flower and the worker log show a task's file names, never the drop's contents
 (the ``secured`` blob included), because the repr of a ``Sealed`` value lists only names.
+
+Each stage first counts its delivery (worker/delivery.py): a batch delivered again after its worker died, or one
+whose parse or verify passed the soft time limit, is split in two, each half a chain of its own, until the
+culprit is alone and failed (docs/delivery.md).
 """
 
 from __future__ import annotations

@@ -143,3 +143,25 @@ def test_a_slow_parse_fails_alone(tmp_path: Path) -> None:
     slow = next(d for d in drops if d["name"] == SLOW)
     assert slow["stage"] == "parse" and "did not finish within the 2 s time limit" in slow["reason"], slow
     assert sum(1 for r in rows if r["parent"]) >= 2  # it got there by splitting
+
+
+def test_a_drop_past_the_hard_time_limit_fails_alone(tmp_path: Path) -> None:
+    """A parse that ignores the soft time limit (stuck in C code) is ended by the hard one: the message comes back,
+    is counted like a death and split; the drop alone fails after 3 times with the reason."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(private_redis(tmp_path / "redis"))
+        store = stack.enter_context(fresh_pg_database())
+        write_drops(tmp_path / "drops", 10, "004_hang.txt")
+        env = fault_env(broker.url(), store, {
+            **BASE, "FEEDWORKER_TEST_HANG_DROP": "004_hang.txt", "FEEDWORKER_TASK_SOFT_TIME_LIMIT": "1",
+            "FEEDWORKER_TASK_TIME_LIMIT": "2", "FEEDWORKER_VISIBILITY_TIMEOUT": "10"})
+        feedworker(env, "migrate")
+        stack.enter_context(celery_worker(env, tmp_path, "w1", app="tests.poison_app"))
+        ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
+        out, err = ingest.communicate(timeout=80)  # 4 splits and 3 times alone, 2 s each, plus restarts
+        assert ingest.returncode == 0, err[-2000:]
+        drops = ledger(store)
+    assert json.loads(out) == {"published": 9, "unchanged": 0, "failed": 1}
+    hung = next(d for d in drops if d["name"] == "004_hang.txt")
+    assert hung["stage"] == "parse" and "ran past the hard time limit (2 s) 3 times while parsing it" in hung[
+        "reason"], hung

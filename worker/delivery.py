@@ -104,6 +104,11 @@ class LostRequest(Request):  # type: ignore[misc]
             _note(self, exc)
         return super().on_failure(exc_info, send_failed_event, return_ok)
 
+    def on_timeout(self, soft: bool, timeout: float) -> Any:
+        if not soft:  # the pool ends the process; the message is handed back (task_acks_on_timeout off)
+            _note(self, TimeLimitExceeded(timeout))
+        return super().on_timeout(soft, timeout)
+
 
 _store: Store | None = None
 

@@ -6,6 +6,9 @@ Counted by the processes that do the work (labels in brackets):
 - ``feedworker_drops_requeued_total{reason}``: drops sent again: ``lost`` (no outcome in time), ``replay``;
 - ``feedworker_drops_total{outcome,stage}``: outcomes: ``published`` and ``unchanged`` (stage ``publish``),
   ``failed`` with the stage that refused the drop (``read``, ``parse``, ``verify``, ``publish``);
+- ``feedworker_batch_redeliveries_total{stage}``, ``feedworker_batch_splits_total{stage}``,
+  ``feedworker_poison_drops_total{stage}``: deliveries beyond a batch's first, splits, drops failed as poison
+  (docs/delivery.md);
 - ``feedworker_image_checks_total{status}``: image URL checks by the contract's status (``ok``, ``broken``...);
 - ``feedworker_stage_duration_seconds{stage}`` (histogram): one batch through one stage;
 - ``feedworker_store_write_seconds{operation}`` (histogram): one store transaction (``publish``, ``register``);
