@@ -85,6 +85,12 @@ def run_poison_batch(tmp_path: Path, restart_redis: bool) -> None:
         records, drops, rows = export(env), ledger(store), deliveries(store)
         failures = [json.loads(line) for line in feedworker(env, "failures", "--json").stdout.splitlines()]
         traced = json.loads(feedworker(env, "trace", POISON, "--json").stdout)["drops"][0]
+        if not restart_redis:  # the cause fixed (a worker without the fault), `replay` publishes it
+            worker.terminate()
+            worker.wait(20)
+            stack.enter_context(celery_worker(env, tmp_path, "w2"))
+            feedworker(env, "replay")
+            wait_for(lambda: {d["state"] for d in ledger(store) if d["name"] == POISON} == {"published"}, 30)
     tasks = sum(r["count"] for r in rows) - 3  # task runs for the 100 (the last 3: the "after" drop's chain)
     print(f"isolated in {took:.1f} s; {tasks} task deliveries (3 without the poison drop), "
           f"{len({r['batch_id'] for r in rows if r['parent']}) // 2} splits; summary {summary}")
