@@ -30,10 +30,16 @@ from kombu.serialization import loads
 logger = logging.getLogger(__name__)
 RECHECK_SECONDS = 0.5  # between the two looks at the broker
 LOCK = "feedworker:lost-sweep"
+MAX_SCAN = 2000  # queued messages read at most (~200,000 drops): past that, nothing is called lost this turn
+
+
+class QueueTooLong(Exception):
+    """The queue holds more than MAX_SCAN messages: too many to read now, so no drop is called lost."""
 
 
 def held_keys(app: Celery, queue: str = "feedworker") -> set[str] | None:
-    """Keys of every drop a message in the broker carries (queued or unacked); None: this broker can't say."""
+    """Keys of every drop a message in the broker carries (queued or unacked); None: this broker can't say.
+    Raises QueueTooLong when reading them all would cost too much (a huge backlog)."""
     with app.connection_for_write() as conn:
         client = getattr(conn.default_channel, "client", None)
         if client is None or not hasattr(client, "hvals"):
@@ -41,7 +47,10 @@ def held_keys(app: Celery, queue: str = "feedworker") -> set[str] | None:
         keys: set[str] = set()
         for raw in client.hvals("unacked"):
             keys.update(_message_keys(orjson.loads(raw)[0]))
-        for start in range(0, int(client.llen(queue)), 200):
+        depth = int(client.llen(queue))
+        if depth > MAX_SCAN:
+            raise QueueTooLong(depth)
+        for start in range(0, depth, 200):
             for raw in client.lrange(queue, start, start + 199):
                 keys.update(_message_keys(orjson.loads(raw)))
         return keys
@@ -65,11 +74,16 @@ def _message_keys(message: dict[str, Any]) -> Iterator[str]:
 
 def really_lost(app: Celery, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Of ``rows`` (drops queued too long), those no broker message carries, in two looks; all of them when the
-    broker can't be asked (then the ledger's age is all there is to go by)."""
+    broker can't be asked (then the ledger's age is all there is to go by); none while the queue is too long to
+    read (a drop lost meanwhile is found once it is shorter)."""
     if not rows:
         return []
     for _ in range(2):
-        held = held_keys(app)
+        try:
+            held = held_keys(app)
+        except QueueTooLong as exc:
+            logger.info("lost drops: %s messages queued, too many to read; looking again later", exc.args[0])
+            return []
         if held is None:
             return rows
         rows = [r for r in rows if r["key"] not in held]
