@@ -165,6 +165,7 @@ def publish(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None
         _split(self, tag, "publish", sealed)
         return {}
     if verdict.action == "poison":
+        metrics.poison_failed("publish")
         sealed = _poisoned(sealed, "publish", verdict.reason)
     with metrics.timed_stage("publish"), metrics.timed_store_write("publish"):
         outcomes = publish_batch(_Resources.get().store, sealed.data)
@@ -208,18 +209,20 @@ def _not_run(task: Any, tag: BatchTag, verdict: delivery.Verdict, stage: str, pa
 
 def _split(task: Any, tag: BatchTag, stage: str, payload: list[dict[str, Any]] | Sealed) -> Sealed:
     """Send the batch again as two halves, each a chain of its own from ``stage`` on; end this chain here."""
-    if isinstance(payload, Sealed):
-        parts = [Sealed(Batch(ok=ok, failed=[]), payload.started) for ok in delivery.halves(payload.data["ok"])]
-        parts[0].data["failed"] = payload.data["failed"]
-    else:
-        parts = delivery.halves(payload)  # type: ignore[assignment]
+    parts: list[Any] = split_sealed(payload) if isinstance(payload, Sealed) else delivery.halves(payload)
     for part, child in zip(parts, delivery.split_tags(tag, stage), strict=True):
-        if isinstance(part, Sealed) and not (part.data["ok"] or part.data["failed"]):
-            continue
         pipeline_from(stage, part, child).apply_async()
     metrics.batch_split(stage)
     task.request.chain = None
     return Sealed(Batch(ok=[], failed=[]))
+
+
+def split_sealed(sealed: Sealed) -> list[Sealed]:
+    """Two halves of a batch past parsing, both non-empty: the parsed drops halved, and the failed ones (carried
+    to publish) halved the other way round, so a half that dies again is always smaller than its batch."""
+    ok, failed = delivery.halves(sealed.data["ok"]), delivery.halves(sealed.data["failed"])
+    return [Sealed(Batch(ok=ok[0], failed=failed[1]), sealed.started),
+            Sealed(Batch(ok=ok[1], failed=failed[0]), sealed.started)]
 
 
 def pipeline_from(stage: str, payload: Any, tag: BatchTag) -> Any:

@@ -56,3 +56,17 @@ def test_split_chains_are_labelled_for_flower() -> None:
     assert [t.task for t in tasks] == ["feedworker.parse", "feedworker.verify", "feedworker.publish"]
     assert all(t.options["argsrepr"] == f"split 2/2 of {parent['id'][:8]}: <1 drops: a.txt>" for t in tasks)
     assert all(t.kwargs["batch"]["parent"] == parent["id"] for t in tasks)
+
+
+def test_a_sealed_batch_splits_into_two_smaller_halves() -> None:
+    """Parsed drops and the failures carried with them: each half smaller than the batch, together all of it."""
+    from tasks.stages import Sealed, split_sealed
+
+    for n_ok, n_failed in ((1, 1), (1, 3), (2, 0), (0, 2), (5, 4)):
+        ok: Any = [{"drop": {"key": f"o{i}"}} for i in range(n_ok)]
+        failed: Any = [{"key": f"f{i}"} for i in range(n_failed)]
+        halves = split_sealed(Sealed({"ok": ok, "failed": failed}))
+        sizes = [len(h.data["ok"]) + len(h.data["failed"]) for h in halves]
+        assert all(0 < size < n_ok + n_failed for size in sizes), (n_ok, n_failed, sizes)
+        assert sorted(str(x) for h in halves for x in h.data["ok"] + h.data["failed"]) == sorted(
+            str(x) for x in ok + failed)
