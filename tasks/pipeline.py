@@ -52,8 +52,10 @@ def failure(drop: dict[str, Any], stage: str, reason: str) -> Failure:
                    mtime_ns=int(drop["mtime_ns"]), stage=stage, reason=reason)
 
 
-def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits) -> Batch:
-    """Parse, validate and normalize each drop; refusals become failures naming file, field and reason."""
+def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits,
+                interrupts: tuple[type[BaseException], ...] = ()) -> Batch:
+    """Parse, validate and normalize each drop; refusals become failures naming file, field and reason.
+    ``interrupts``: exceptions that stop the whole batch (the caller's time limit), never one drop's failure."""
     batch = Batch(ok=[], failed=[])
     for w in wire:
         drop = Drop.from_dict(w)
@@ -65,6 +67,8 @@ def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits) -> Batch:
             batch["ok"].append(normalize(item, drop))
         except DropRejected as exc:
             batch["failed"].append(failure(w, exc.stage, exc.summary))
+        except interrupts:
+            raise
         except Exception as exc:  # a bug must cost one drop, not the batch; the reason says what happened
             logger.exception("parse: unexpected error", extra={"file": drop.name})
             batch["failed"].append(failure(w, "parse", f"internal error: {type(exc).__name__}"))

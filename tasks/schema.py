@@ -72,3 +72,21 @@ Index("drops_run", drops.c.run_id, drops.c.state)
 Index("drops_unfinalized", drops.c.origin, drops.c.finalized_at, drops.c.state)
 
 DONE_STATES = ("published", "unchanged", "failed")
+
+# Deliveries: one row per batch message and stage, counted at the start of each delivery in its own committed
+# transaction, so a count survives a killed worker and a restarted broker (see docs/delivery.md).
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("stage", String(16), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("parent", String(64)),  # the batch this one was split from
+    Column("label", Text),  # e.g. "split 1/2 of 3f2a9c1e"
+    Column("size", Integer, nullable=False),
+    Column("drop_keys", Text),  # the drops' keys, space-separated, on the first stage of a batch only
+    Column("lost", Text),  # how its last delivery ended, when the worker saw it end badly (e.g. signal 9)
+    Column("first_at", DateTime(timezone=True), nullable=False),
+    Column("last_at", DateTime(timezone=True), nullable=False),
+)
+Index("deliveries_parent", deliveries.c.parent)

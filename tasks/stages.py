@@ -3,6 +3,10 @@
 parse (read + validate + normalize) -> verify (image checks) -> publish (link + store), chained per batch.
 Payloads travel sealed: Flower and the worker log show a task's file names, never the drop's contents
 (the ``secured`` blob included), because the repr of a ``Sealed`` value lists only names.
+
+Each stage first counts its delivery (worker/delivery.py): a batch delivered again after its worker died, or one
+whose parse or verify passed the soft time limit, is split in two, each half a chain of its own, until the
+culprit is alone and failed (docs/delivery.md).
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.json import register_type
 
+from tasks.deliveries import BatchTag
 from tasks.errors import TransientError
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
 from tasks.records import image_urls
 from tasks.store import Store
-from worker import metrics
+from worker import delivery, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -92,46 +97,57 @@ def _settings() -> Any:
     return get_settings()
 
 
-@shared_task(name="feedworker.parse")
-def parse(wire: list[dict[str, Any]]) -> Sealed:
+_COUNTED = {"bind": True, "Request": "worker.delivery:LostRequest"}  # the main process notes a dead pool process
+
+
+@shared_task(name="feedworker.parse", **_COUNTED)
+def parse(self: Any, wire: list[dict[str, Any]], batch: BatchTag | None = None) -> Sealed:
+    tag = delivery.tag_of(self, batch)
+    verdict = _decide(self, tag, "parse", [w["key"] for w in wire])
+    if verdict.action != "run":
+        poisoned = Sealed(Batch(ok=[], failed=[failure(w, "parse", verdict.reason) for w in wire]), time.time())
+        return _not_run(self, tag, verdict, "parse", wire, poisoned)
     started, clock = time.time(), time.perf_counter()
     with metrics.timed_stage("parse"):
         try:
-            batch = parse_batch(wire, _settings().parse)
+            parsed = parse_batch(wire, _settings().parse, interrupts=(SoftTimeLimitExceeded,))
         except SoftTimeLimitExceeded:
-            # Bounded input can't hang the parser; if something still does, fail the batch's drops, don't loop.
-            batch = Batch(ok=[], failed=[failure(w, "parse", "timed out while parsing") for w in wire])
-    logger.info("parse: %d ok, %d refused in %.3fs", len(batch["ok"]), len(batch["failed"]),
+            if len(wire) > 1:  # one slow drop must not fail its batch-mates: halve until it is alone
+                return _split(self, tag, "parse", wire)
+            reason = (f"its parsing did not finish within the {_settings().task_soft_time_limit} s time limit: "
+                      "not published; replay it once the cause is fixed")
+            parsed = Batch(ok=[], failed=[failure(w, "parse", reason) for w in wire])
+    logger.info("parse: %d ok, %d refused in %.3fs", len(parsed["ok"]), len(parsed["failed"]),
                 time.perf_counter() - clock)
-    return Sealed(batch, started)
+    return Sealed(parsed, started)
 
 
-@shared_task(name="feedworker.verify")
-def verify(received: Sealed | dict[str, Any]) -> Sealed:
+@shared_task(name="feedworker.verify", **_COUNTED)
+def verify(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None = None) -> Sealed:
     sealed = Sealed.of(received)
+    tag = delivery.tag_of(self, batch)
+    verdict = _decide(self, tag, "verify", _keys(sealed))
+    if verdict.action != "run":
+        return _not_run(self, tag, verdict, "verify", sealed, _poisoned(sealed, "verify", verdict.reason))
     try:
         with metrics.timed_stage("verify"):
             counts = verify_batch(sealed.data, _Resources.get().checker)
     except SoftTimeLimitExceeded:
-        return _checks_ran_out_of_time(sealed)
+        return _checks_ran_out_of_time(self, tag, sealed)
     metrics.image_checks(counts)
     logger.info("verify: images %s", counts)
     return sealed
 
 
-def _checks_ran_out_of_time(sealed: Sealed) -> Sealed:
+def _checks_ran_out_of_time(task: Any, tag: BatchTag, sealed: Sealed) -> Sealed:
     """The batch's image checks passed the soft time limit (many images on hosts that stall). Raising would end
     the chain and leave its drops queued, to be sent again and stall again, for ever. Instead a batch of several
-    drops is split (each drop verified and published alone, so the others land) and a drop alone is failed
-    with the reason, for a replay once those hosts answer."""
+    drops is split in two (each half verified and published on its own, halved again if it stalls again, so the
+    others land) and a drop alone is failed with the reason, for a replay once those hosts answer."""
     ok, failed = sealed.data["ok"], sealed.data["failed"]
     if len(ok) > 1:
-        logger.warning("verify: image checks of %d drops ran out of time; checking each drop alone", len(ok))
-        for n in ok:
-            label = describe([n["drop"]["name"]])
-            alone = Sealed(Batch(ok=[n], failed=[]), sealed.started)
-            chain(verify.s(alone).set(argsrepr=label), publish.s().set(argsrepr=label)).apply_async()
-        return Sealed(Batch(ok=[], failed=failed), sealed.started)
+        logger.warning("verify: image checks of %d drops ran out of time; splitting the batch", len(ok))
+        return _split(task, tag, "verify", sealed)
     urls = len({u for n in ok for u in image_urls(n)})
     reason = (f"its image checks did not finish within the {_settings().task_soft_time_limit} s time limit "
               f"({urls} image URLs; their hosts stall): not published; replay it once they answer")
@@ -139,10 +155,18 @@ def _checks_ran_out_of_time(sealed: Sealed) -> Sealed:
                   sealed.started)
 
 
-@shared_task(name="feedworker.publish", bind=True, autoretry_for=(TransientError,), retry_backoff=1,
-             retry_backoff_max=20, retry_jitter=True, max_retries=30)
-def publish(self: Any, received: Sealed | dict[str, Any]) -> dict[str, int]:
+@shared_task(name="feedworker.publish", autoretry_for=(TransientError,), retry_backoff=1,
+             retry_backoff_max=20, retry_jitter=True, max_retries=30, **_COUNTED)
+def publish(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None = None) -> dict[str, int]:
     sealed = Sealed.of(received)
+    tag = delivery.tag_of(self, batch)
+    verdict = _decide(self, tag, "publish", _keys(sealed))
+    if verdict.action == "split":
+        _split(self, tag, "publish", sealed)
+        return {}
+    if verdict.action == "poison":
+        metrics.poison_failed("publish")
+        sealed = _poisoned(sealed, "publish", verdict.reason)
     with metrics.timed_stage("publish"), metrics.timed_store_write("publish"):
         outcomes = publish_batch(_Resources.get().store, sealed.data)
     summary: dict[str, int] = {}
@@ -150,6 +174,69 @@ def publish(self: Any, received: Sealed | dict[str, Any]) -> dict[str, int]:
         summary[outcome] = summary.get(outcome, 0) + 1
     log_outcomes(sealed, outcomes)
     return summary
+
+
+# -- deliveries: counting, splitting, failing the culprit (worker/delivery.py, docs/delivery.md) ----------------
+
+
+def _decide(task: Any, tag: BatchTag, stage: str, keys: list[str]) -> delivery.Verdict:
+    return delivery.decide(_Resources.get().store, task, tag, stage, keys, _settings().max_worker_deaths)
+
+
+def _keys(sealed: Sealed) -> list[str]:
+    return [n["drop"]["key"] for n in sealed.data["ok"]] + [f["key"] for f in sealed.data["failed"]]
+
+
+def _poisoned(sealed: Sealed, stage: str, reason: str) -> Sealed:
+    """The batch with its drops (one: the culprit) failed with ``reason``."""
+    failed = [*sealed.data["failed"], *(failure(n["drop"], stage, reason) for n in sealed.data["ok"])]
+    return Sealed(Batch(ok=[], failed=failed), sealed.started)
+
+
+def _not_run(task: Any, tag: BatchTag, verdict: delivery.Verdict, stage: str, payload: Any,
+             poisoned: Sealed) -> Sealed:
+    """A delivery that does not run its stage: the culprit failed (the chain goes on to record it), or the
+    batch split or found finished (the chain stops here)."""
+    if verdict.action == "poison":
+        metrics.poison_failed(stage)
+        logger.error("%s: a drop failed as poison: %s", stage, verdict.reason)
+        return poisoned
+    if verdict.action == "split":
+        return _split(task, tag, stage, payload)
+    task.request.chain = None  # finished in an earlier delivery whose acknowledgement was lost
+    return Sealed(Batch(ok=[], failed=[]))
+
+
+def _split(task: Any, tag: BatchTag, stage: str, payload: list[dict[str, Any]] | Sealed) -> Sealed:
+    """Send the batch again as two halves, each a chain of its own from ``stage`` on; end this chain here."""
+    parts: list[Any] = split_sealed(payload) if isinstance(payload, Sealed) else delivery.halves(payload)
+    for part, child in zip(parts, delivery.split_tags(tag, stage), strict=True):
+        pipeline_from(stage, part, child).apply_async()
+    metrics.batch_split(stage)
+    task.request.chain = None
+    return Sealed(Batch(ok=[], failed=[]))
+
+
+def split_sealed(sealed: Sealed) -> list[Sealed]:
+    """Two halves of a batch past parsing, both non-empty: the parsed drops halved, and the failed ones (carried
+    to publish) halved the other way round, so a half that dies again is always smaller than its batch."""
+    ok, failed = delivery.halves(sealed.data["ok"]), delivery.halves(sealed.data["failed"])
+    return [Sealed(Batch(ok=ok[0], failed=failed[1]), sealed.started),
+            Sealed(Batch(ok=ok[1], failed=failed[0]), sealed.started)]
+
+
+def pipeline_from(stage: str, payload: Any, tag: BatchTag) -> Any:
+    """The chain from ``stage`` on for one batch (wire drops for parse, a Sealed batch after), labelled in Flower
+    with its split (``split 1/2 of 3f2a9c1e: <50 drops: ...>``)."""
+    names = [w["name"] for w in payload] if stage == "parse" else _names(payload)
+    label = describe(names) if not tag.get("label") else f"{tag['label']}: {describe(names)}"
+    stages = [parse, verify, publish][["parse", "verify", "publish"].index(stage):]
+    first, *rest = stages
+    return chain(first.s(payload, batch=tag).set(argsrepr=label), *(t.s(batch=tag).set(argsrepr=label) for t in rest))
+
+
+def _names(sealed: Sealed) -> list[str]:
+    return [n["drop"]["name"] for n in sealed.data["ok"]] + [f["name"] for f in sealed.data["failed"]]
 
 
 def log_outcomes(sealed: Sealed, outcomes: dict[str, str]) -> None:
@@ -170,7 +257,6 @@ def log_outcomes(sealed: Sealed, outcomes: dict[str, str]) -> None:
 
 
 def pipeline(wire: list[dict[str, Any]]) -> Any:
-    """The chain for one batch of wire drops, with readable arguments in Flower."""
-    label = describe([w["name"] for w in wire])
-    return chain(parse.s(wire).set(argsrepr=label), verify.s().set(argsrepr=label),
-                 publish.s().set(argsrepr=label))
+    """The chain for one batch of wire drops, with readable arguments in Flower and a batch tag of its own
+    (its deliveries are counted under it: tasks/deliveries.py)."""
+    return pipeline_from("parse", wire, delivery.new_tag())

@@ -100,6 +100,12 @@ CASES = [
     case("FeedworkerBrokerDown", {"feedworker_broker_up": "0x10"}, "5m", "feedworker cannot reach its broker (Redis)"),
     case("FeedworkerStoreDown", {"feedworker_store_up": "0x10"}, "5m", "feedworker cannot read its store (database)"),
     case("FeedworkerStoreDown", {"feedworker_store_up": "1x10"}, "5m", None),
+    case("FeedworkerPoisonDrop", {'feedworker_poison_drops_total{stage="parse"}': "0x10 1x20"}, "15m",
+         "1 drop(s) killed their worker process repeatedly and were failed as poison"),
+    case("FeedworkerPoisonDrop", {'feedworker_poison_drops_total{stage="parse"}': "0x30"}, "15m", None),
+    case("FeedworkerWorkersDying", {'feedworker_batch_redeliveries_total{stage="parse"}': "0+3x60"}, "40m",
+         "45 batch deliveries in 15 minutes followed a worker that died"),
+    case("FeedworkerWorkersDying", {'feedworker_batch_redeliveries_total{stage="parse"}': "0+1x60"}, "40m", None),
     case("FeedworkerMetricsDown", {'up{job="feedworker",instance="w2:9108"}': "0x10"}, "6m",
          "The feedworker metrics endpoint w2:9108 does not answer", job="feedworker", instance="w2:9108"),
 ]

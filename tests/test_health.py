@@ -46,7 +46,7 @@ def test_readiness_needs_a_current_schema(store_url: str, broker: str) -> None:
     feedworker(env, "migrate")
     assert probe(env, "ready") == (0, {"ok": True, "checks": [
         {"name": "store", "ok": True, "detail": f"reachable ({store_url.split(':')[0].split('+')[0]})"},
-        {"name": "migrations", "ok": True, "detail": "current (0001)"}]})
+        {"name": "migrations", "ok": True, "detail": "current (0003)"}]})
 
 
 def test_readiness_without_a_store(broker: str) -> None:

@@ -43,6 +43,7 @@ def make_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
+        task_acks_on_timeout=False,  # the hard time limit hands the message back too: counted and split like a death
         worker_prefetch_multiplier=1,
         task_soft_time_limit=settings.task_soft_time_limit,
         task_time_limit=settings.task_time_limit,
@@ -56,6 +57,9 @@ def make_app(settings: Settings) -> Celery:
         ["--metrics-port"], type=int, default=None,
         help="Serve this worker's /metrics, /livez and /readyz on this port (0: any free port)."))
     app.steps["worker"].add(MetricsEndpoint)
+    from worker.lostdrops import LostSweep
+
+    app.steps["worker"].add(LostSweep)  # drops whose messages are gone are sent again (worker/lostdrops.py)
     return app
 
 

@@ -188,6 +188,23 @@ def replay() -> None:
 
 
 @main.command()
+@click.argument("name_or_path")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def trace(name_or_path: str, as_json: bool) -> None:
+    """What happened to a file: discovered, queued, each delivery (and split), outcome, record, where it went."""
+    from worker.trace import render
+    from worker.trace import trace as lineage
+
+    store = _reader(_settings())
+    try:
+        data = lineage(store, name_or_path)
+    finally:
+        store.dispose()
+    click.echo(json.dumps(data, ensure_ascii=False) if as_json else "\n".join(render(data)))
+    sys.exit(0 if data["drops"] else 1)
+
+
+@main.command()
 @click.argument("drop_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--flower", is_flag=True, help="Also run Flower (http://127.0.0.1:5555).")
 @click.option("--concurrency", "-c", type=int, default=None, help="Worker processes (default: CPU count).")

@@ -112,8 +112,12 @@ class Enqueuer:
         return len(wire)
 
     def requeue_stale(self, older_than: float) -> int:
-        """Send again this run's drops queued longer than ``older_than`` seconds with no outcome."""
+        """Send again this run's drops queued longer than ``older_than`` seconds with no outcome whose messages
+        are gone (worker/lostdrops.py)."""
+        from worker.lostdrops import really_lost
+
         stale = self.store.stale_queued(now() - timedelta(seconds=older_than), run_id=self.run_id)
+        stale = really_lost(self.app, stale)  # not those still waiting in the queue or running
         if stale:
             logger.warning("re-enqueueing %d drops whose tasks were lost", len(stale))
         return self.resend(stale)

@@ -6,6 +6,9 @@ Counted by the processes that do the work (labels in brackets):
 - ``feedworker_drops_requeued_total{reason}``: drops sent again: ``lost`` (no outcome in time), ``replay``;
 - ``feedworker_drops_total{outcome,stage}``: outcomes: ``published`` and ``unchanged`` (stage ``publish``),
   ``failed`` with the stage that refused the drop (``read``, ``parse``, ``verify``, ``publish``);
+- ``feedworker_batch_redeliveries_total{stage}``, ``feedworker_batch_splits_total{stage}``,
+  ``feedworker_poison_drops_total{stage}``: deliveries beyond a batch's first, splits, drops failed as poison
+  (docs/delivery.md);
 - ``feedworker_image_checks_total{status}``: image URL checks by the contract's status (``ok``, ``broken``...);
 - ``feedworker_stage_duration_seconds{stage}`` (histogram): one batch through one stage;
 - ``feedworker_store_write_seconds{operation}`` (histogram): one store transaction (``publish``, ``register``);
@@ -84,6 +87,7 @@ class _Metrics:
         self.tampered = Gauge("feedworker_reserved_folders_tampered", "Reserved folders (processed/, failed/ and "
                               "their subfolders) found not to be the service's own folders.",
                               multiprocess_mode="livemax", registry=None)
+        self._delivery_metrics()
         self._zeros()
 
     def _zeros(self) -> None:
@@ -94,6 +98,23 @@ class _Metrics:
             self.drops.labels("failed", stage)
         for status in IMAGE_STATUSES:
             self.images.labels(status)
+        for stage in STAGES[1:]:
+            for counter in (self.redeliveries, self.splits, self.poison):
+                counter.labels(stage)
+
+    def _delivery_metrics(self) -> None:
+        """Counted by worker/delivery.py and tasks/stages.py (docs/delivery.md)."""
+        from prometheus_client import Counter
+
+        self.redeliveries = Counter("feedworker_batch_redeliveries_total",
+                                    "Deliveries of a batch message beyond its first, by stage.", ["stage"],
+                                    registry=None)
+        self.splits = Counter("feedworker_batch_splits_total",
+                              "Batches split in two after a worker died or a time limit passed, by stage.",
+                              ["stage"], registry=None)
+        self.poison = Counter("feedworker_poison_drops_total",
+                              "Drops failed alone because their worker process died on them repeatedly, by stage.",
+                              ["stage"], registry=None)
 
 
 _metrics: _Metrics | None = None
@@ -137,6 +158,21 @@ def drops_requeued(reason: str, count: int) -> None:
 @_safe
 def drop_finished(outcome: str, stage: str | None) -> None:
     _get().drops.labels(bounded(outcome, OUTCOMES), bounded(stage, STAGES)).inc()
+
+
+@_safe
+def redelivered(stage: str) -> None:
+    _get().redeliveries.labels(bounded(stage, STAGES)).inc()
+
+
+@_safe
+def batch_split(stage: str) -> None:
+    _get().splits.labels(bounded(stage, STAGES)).inc()
+
+
+@_safe
+def poison_failed(stage: str) -> None:
+    _get().poison.labels(bounded(stage, STAGES)).inc()
 
 
 @_safe

@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     visibility_timeout: int = 60  # seconds before an unacked task of a dead worker is redelivered
     task_soft_time_limit: int = 45  # a stage that runs this long is interrupted and its drops failed
     task_time_limit: int = 55  # hard limit: must stay below visibility_timeout (no second delivery while running)
+    max_worker_deaths: int = 3  # a drop alone whose worker process died this often on it is failed (poison)
+    lost_sweep_seconds: float = 60.0  # workers look for drops whose messages are gone this often (0: never)
     cache_url: str | None = None  # Redis for image outcomes; default: the broker, when it is Redis
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"  # where /metrics, /livez, /readyz listen; "0.0.0.0" for every interface
