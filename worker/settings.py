@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     task_soft_time_limit: int = 45  # a stage that runs this long is interrupted and its drops failed
     task_time_limit: int = 55  # hard limit: must stay below visibility_timeout (no second delivery while running)
     cache_url: str | None = None  # Redis for image outcomes; default: the broker, when it is Redis
+    rabbitmq_queue_type: Literal["quorum", "classic"] = "quorum"  # RabbitMQ brokers only; quorum needs 3.8+
     metrics_port: int | None = None
     flower_basic_auth: SecretStr | None = None  # user:password for `run --flower`; default: generated
     parse: ParseLimits = ParseLimits()
