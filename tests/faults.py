@@ -90,6 +90,55 @@ def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
         server.kill()
 
 
+@contextmanager
+def fault_broker(kind: str, workdir: Path) -> Iterator[str]:
+    """A broker of the fault test's own, by ``kind``: a private Redis, or a fresh vhost on the shared RabbitMQ."""
+    if kind == "redis":
+        with private_redis(workdir) as server:
+            yield server.url()
+    else:
+        from tests.conftest import fresh_vhost
+
+        with fresh_vhost() as url:
+            yield url
+
+
+class Finished:
+    """When given drops reach an outcome in the ledger, watched from a thread (so a test can go on meanwhile):
+    ``seconds[name]`` = time from ``since`` to the drop's outcome being committed."""
+
+    def __init__(self, store_url: str) -> None:
+        self.engine = create_engine(store_url)
+        self.pending: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def watch(self, names: list[str], since: float) -> None:
+        self.pending.update(dict.fromkeys(names, since))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            if not self.pending:
+                continue
+            with self.engine.connect() as conn:
+                done = {r[0] for r in conn.execute(text("SELECT name FROM drops WHERE state <> 'queued'"))}
+            stamp = time.monotonic()
+            for name in [n for n in list(self.pending) if n in done]:
+                self.seconds[name] = round(stamp - self.pending.pop(name), 2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.engine.dispose()
+
+
+def held_drops(tasks: list[dict[str, Any]]) -> list[str]:
+    """The drop names in the arguments of tasks as `inspect active` shows them (the batch itself, at any stage)."""
+    return sorted({name for t in tasks for name in re.findall(r"'name': '([^']+)'", str(t.get("args", "")))})
+
+
 # -- a TCP proxy that can be cut ------------------------------------------------------------------------------------
 
 
@@ -319,7 +368,7 @@ def active_tasks(broker_url: str, node: str) -> list[dict[str, Any]]:
     """The tasks worker ``node`` (``name@host``) is running right now, as `celery inspect active` reports them."""
     app = control_app(broker_url)
     try:
-        replies = app.control.inspect(destination=[node], timeout=1.0).active() or {}
+        replies = app.control.inspect(destination=[node], limit=1, timeout=1.0).active() or {}
     finally:
         app.close()
     return list(replies.get(node, []))
