@@ -142,3 +142,35 @@ def _consumer_timeout_ms() -> int:
     out = subprocess.run(["rabbitmqctl", "-q", "eval", "application:get_env(rabbit, consumer_timeout)."],
                          capture_output=True, text=True, check=True, timeout=60).stdout
     return int(out.strip().removeprefix("{ok,").rstrip("}"))
+
+
+def test_flower_shows_the_stages_and_the_queue_length(tmp_path: Path, rabbit: str) -> None:
+    """Flower on RabbitMQ, as tests/test_flower.py on Redis: workers, each stage's tasks with file names for
+    arguments, and the queue's length, which Flower reads from RabbitMQ's management API (``--broker_api``)."""
+    from tests.test_flower import flower, get
+    from tests.test_flower import write_drops as flower_drops
+
+    env = env_for(rabbit, f"sqlite:///{tmp_path / 'store.db'}", FEEDWORKER_WATCH__BATCH_MAX="2")
+    names, secrets = flower_drops(tmp_path / "drops")
+    api = "--broker_api=http://guest:guest@127.0.0.1:15672/api/"
+    with flower({**env, "FLOWER_UNAUTHENTICATED_API": "true"}, tmp_path / "flower.log", api) as base:
+        feedworker(env, "ingest", str(tmp_path / "drops"))  # no worker yet: 2 batches wait
+        wait_for(lambda: _flower_queue(base) == 2, 30, interval=1.0)  # the management API refreshes every 5 s
+        with celery_worker(env, tmp_path, name="flowertest", concurrency=1):
+            wait_for(lambda: "flowertest@" in get(base + "/api/workers?refresh=1")[1], 30)
+            wait_for(lambda: get(base + "/api/tasks")[1].count("feedworker.publish") >= 2, 60)
+            wait_for(lambda: _flower_queue(base) == 0, 30, interval=1.0)
+            tasks: dict[str, Any] = json.loads(get(base + "/api/tasks")[1])
+    assert {t["name"] for t in tasks.values()} == {"feedworker.parse", "feedworker.verify", "feedworker.publish"}
+    assert all(t["state"] == "SUCCESS" and "drops:" in t["args"] for t in tasks.values())
+    shown = " ".join(t["args"] for t in tasks.values())
+    assert all(name in shown for name in names)  # batches of 2: both files of each named
+    assert not any(secret.split(";")[0][:40] in json.dumps(tasks) for secret in secrets)
+
+
+def _flower_queue(base: str) -> int | None:
+    from tests.test_flower import get
+
+    status, text = get(base + "/api/queues/length")
+    lengths = {q["name"]: q.get("messages") for q in json.loads(text).get("active_queues", [])} if status == 200 else {}
+    return lengths.get("feedworker")
