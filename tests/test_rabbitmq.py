@@ -116,6 +116,9 @@ def test_the_task_queue_is_a_durable_quorum_queue_with_publisher_confirms(rabbit
     app = make_app(Settings(broker_url=rabbit))
     assert app.conf.broker_transport_options == {"confirm_publish": True}
     assert app.conf.worker_prefetch_multiplier == 1 and app.conf.task_acks_late
+    assert app.conf.worker_cancel_long_running_tasks_on_connection_loss and app.conf.broker_heartbeat == 30
+    assert make_app(Settings(broker_url="redis://127.0.0.1:6379/0")).conf.broker_transport_options[
+        "visibility_timeout"] == 60  # Redis keeps its own
     with app.connection_for_write() as conn:
         app.amqp.queues["feedworker"].bind(conn.default_channel).declare()
         info = _management(rabbit, "feedworker")

@@ -76,7 +76,10 @@ def rabbitmq_settings(settings: Settings) -> dict[str, Any]:
       marks as sent is not lost by a broker that crashed with it in a buffer;
     - heartbeats every 30 s: a worker machine that vanishes without closing its connection (pulled plug) is
       noticed within ~60 s and its messages go back, as the visibility timeout does on Redis. A killed process
-      closes its socket: its messages go back at once.
+      closes its socket: its messages go back at once;
+    - when a worker loses its connection, RabbitMQ hands the messages it held to others at once, and the tasks
+      still running can never be acknowledged: they are stopped (Celery 6's default) rather than left to race
+      their redelivered twins. (On Redis the messages wait for the visibility timeout: there they run on.)
     The Redis options (visibility timeout, restore sweep) mean nothing here and are left out. RabbitMQ's
     ``consumer_timeout`` (server side, 30 min by default) must stay above the task time limit.
     """
@@ -86,6 +89,7 @@ def rabbitmq_settings(settings: Settings) -> dict[str, Any]:
         "worker_detect_quorum_queues": True,
         "broker_transport_options": {"confirm_publish": True},
         "broker_heartbeat": 30,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
     }
 
 
