@@ -56,6 +56,8 @@ def test_status_metrics_and_health_with_queued_and_in_flight_messages(
         assert code == 0 and data["broker_reachable"] and data["store_reachable"]
         assert data["queues"] == {"feedworker": 3} and data["queue_depth"] == 3
         assert data["in_flight"] == 0 and data["workers"] == [] and data["backlog"] == 7
+        table = feedworker(env, "status").stdout  # as an operator reads it
+        assert "reachable" in table and "feedworker 3; 0 in flight" in table and "UNREACHABLE" not in table
         server = serve(0, "127.0.0.1", Settings(broker_url=rabbit, store_url=store_url))
         try:
             samples = scrape(server.port)
