@@ -103,37 +103,6 @@ def fault_broker(kind: str, workdir: Path) -> Iterator[str]:
             yield url
 
 
-class Finished:
-    """When given drops reach an outcome in the ledger, watched from a thread (so a test can go on meanwhile):
-    ``seconds[name]`` = time from ``since`` to the drop's outcome being committed."""
-
-    def __init__(self, store_url: str) -> None:
-        self.engine = create_engine(store_url)
-        self.pending: dict[str, float] = {}
-        self.seconds: dict[str, float] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def watch(self, names: list[str], since: float) -> None:
-        self.pending.update(dict.fromkeys(names, since))
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.1):
-            if not self.pending:
-                continue
-            with self.engine.connect() as conn:
-                done = {r[0] for r in conn.execute(text("SELECT name FROM drops WHERE state <> 'queued'"))}
-            stamp = time.monotonic()
-            for name in [n for n in list(self.pending) if n in done]:
-                self.seconds[name] = round(stamp - self.pending.pop(name), 2)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.engine.dispose()
-
-
 def held_drops(tasks: list[dict[str, Any]]) -> list[str]:
     """The drop names in the arguments of tasks as `inspect active` shows them (the batch itself, at any stage)."""
     return sorted({name for t in tasks for name in re.findall(r"'name': '([^']+)'", str(t.get("args", "")))})

@@ -5,7 +5,7 @@ moment its consumer's connection closes, which a killed process's does at once).
 
 The ledger's own requeue is switched off here (requeue after 600 s), so only the broker's redelivery can save
 the killed tasks: with acks_late off, reject_on_worker_lost off or a long visibility timeout this test fails.
-The time from each kill to its drops' outcomes is printed (redelivery plus one rerun of ~1-2 s).
+The time until a killed worker's task runs again is measured on its own, with idle workers and no backlog.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import pytest
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
 from tests.faults import (
-    Finished,
     active_tasks,
     check_answers,
     check_consistent,
@@ -61,8 +60,6 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
         ans = write_corpus(tmp_path / "drops", base, count=40)
         env = fault_env(broker, store, FAST)
         feedworker(env, "migrate")
-        finished = Finished(store)
-        stack.callback(finished.close)
         steady = stack.enter_context(celery_worker(env, tmp_path, "steady", concurrency=1))
         victim = stack.enter_context(celery_worker(env, tmp_path, "victim0"))
         ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
@@ -70,7 +67,6 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
         for round_ in range(1, VICTIM_KILLS + 1):
             held = wait_for(lambda n=round_ - 1: active_tasks(broker, node_name(f"victim{n}")), 30)
             kill_tree(victim)  # the worker and its pool, mid-task: its messages are unacknowledged
-            finished.watch(held_drops(held), time.monotonic())
             caught.append(len(held))
             victim = stack.enter_context(celery_worker(env, tmp_path, f"victim{round_}"))
         # A pool child alone, killed mid-task: its task is rejected and requeued at once (reject_on_worker_lost).
@@ -88,10 +84,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
         records = export(env)
         drops = ledger(store)
         assert steady.poll() is None
-    back = sorted(finished.seconds.values())
-    print(f"{kind}: kills caught {caught} tasks in flight; killed drops finished {back} s after their "
-          f"worker was killed; summary {summary}")
-    assert len(back) >= VICTIM_KILLS  # every killed worker's drops were seen finishing
+    print(f"{kind}: kills caught {caught} tasks in flight; summary {summary}")
     assert all(caught) and sum(caught) >= VICTIM_KILLS + 1, caught  # every kill hit a task in flight
     total = len(list((tmp_path / "drops").iterdir()))
     assert len(drops) == total
