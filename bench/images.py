@@ -1,6 +1,6 @@
 """URL checks per second of the image checker on loopback, cold and cached, beside linkchecker on the same URLs.
 
-    .venv/bin/python bench/images.py [--count 3000] [--batch 300] [--peer-threads 10] [--max-seconds 180]
+    .venv/bin/python bench/images.py [--count 3000] [--batch 300] [--cache redis|memory] [--max-seconds 180]
 
 Starts the repository's image host (``python -m tools.imagehost``) on 127.0.0.1, checks N distinct
 ``/ok/W/H/`` URLs in batches as the pipeline does (``check_many``: Redis MGET, fetch, pipeline SET), then the same
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import image_host_argv  # noqa: E402
 
-from tasks.imagecache import OutcomeCache  # noqa: E402
+from tasks.imagecache import MemoryOutcomeCache, OutcomeCache  # noqa: E402
 from tasks.images import ImageChecker  # noqa: E402
 from tasks.limits import ImageLimits  # noqa: E402
 
@@ -80,14 +80,15 @@ def start_image_host(port: int, *more: str) -> subprocess.Popen[bytes]:
     raise SystemExit("the image host did not start")
 
 
-def run_checker(urls: list[str], batch: int, redis_url: str, base: str, deadline: float
+def run_checker(urls: list[str], batch: int, redis_url: str, base: str, deadline: float, memory: bool = False
                 ) -> tuple[list[Run], str]:
-    """The cold pass and the cached pass, and the limits used."""
+    """The cold pass and the cached pass, and the limits used; ``memory``: the in-process cache, not Redis."""
     client = redis.Redis.from_url(redis_url)
     prefix = f"feedworker-bench:{secrets.token_hex(4)}:"
     limits = ImageLimits(allow_networks=["127.0.0.1/32"], allow_ports=["1-65535"])
+    cache = MemoryOutcomeCache(max(len(urls), 10_000)) if memory else OutcomeCache(client, prefix=prefix)
     try:
-        with ImageChecker(limits, OutcomeCache(client, prefix=prefix)) as checker:
+        with ImageChecker(limits, cache) as checker:
             passes = []
             for _ in ("cold", "cached"):
                 before, started, cpu = ok_requests(base), time.perf_counter(), time.process_time()
@@ -184,6 +185,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=300, help="URLs per check_many call, as a pipeline batch")
     ap.add_argument("--latency-ms", type=float, default=0.0, help="the image host answers like a far host")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="a loopback Redis (keys cleaned up)")
+    ap.add_argument("--cache", choices=("redis", "memory"), default="redis",
+                    help="the outcome cache: Redis, or the in-process one used when there is no Redis")
     ap.add_argument("--peer-python", type=Path, default=PEER_PYTHON, help="python of a venv with linkchecker")
     ap.add_argument("--peer-threads", type=int, default=10, help="linkchecker --threads (its default: 10)")
     ap.add_argument("--max-seconds", type=float, default=300)
@@ -203,7 +206,8 @@ def main() -> None:
         for _ in range(rounds):  # interleaved, so that both sides see the same machine
             run = secrets.token_hex(3)
             urls = [f"{base}/ok/{w}/{h}/{run}-{i}.png" for i, (w, h) in ((i, SIZES[i % 6]) for i in range(count))]
-            (cold, cached), shape = run_checker(urls, args.batch, args.redis, base, deadline)
+            (cold, cached), shape = run_checker(urls, args.batch, args.redis, base, deadline,
+                                              memory=args.cache == "memory")
             rows["cold"].append(cold)
             rows["cached"].append(cached)
             if peer is not None:
@@ -227,7 +231,8 @@ def report(rows: dict[str, list[Run]], count: int, rounds: int, base: str, args:
     print(f"\nimage checks: {count} distinct /ok/ URLs per round on {base} (tools.imagehost), {rounds} rounds, "
           f"medians; batches of {args.batch}")
     cold = line("feedworker cold", "cold", shape)
-    line("feedworker cached", "cached", "one Redis MGET per batch")
+    line("feedworker cached", "cached",
+         "one Redis MGET per batch" if args.cache == "redis" else "in-process cache, no I/O")
     if peer is not None:
         theirs = line(f"linkchecker {peer.version}", "peer",
                       f"{args.peer_threads} threads, politeness pause off, {peer.startup[0]:.2f} s start-up excluded")

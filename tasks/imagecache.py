@@ -1,4 +1,6 @@
 """Image check outcomes cached in Redis, keyed by URL, so an image shared by a thousand items is fetched once.
+Where there is no Redis (a RabbitMQ broker and no ``cache_url``), :class:`MemoryOutcomeCache` keeps them in the
+worker process instead: bounded, the same rules, but each pool process learns on its own.
 
 What is kept, and for how long (the answer, not the way it was reached, decides):
 
@@ -28,6 +30,7 @@ import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -101,6 +104,46 @@ class OutcomeCache:
         except redis.RedisError as exc:
             self._failed("write", exc)
             return 0
+        return written
+
+
+class MemoryOutcomeCache(OutcomeCache):
+    """The same cache in this process's memory: the ``max_entries`` most recently used outcomes (least recently
+    used go first), each until its time to live. Nothing is shared between processes or kept across restarts:
+    an image shared by many items is fetched once per pool process (per day), not once overall."""
+
+    def __init__(self, max_entries: int = 10_000, ok_ttl: int = 86400, gone_ttl: int = 3600) -> None:
+        super().__init__(cast("redis.Redis", None), prefix="", ok_ttl=ok_ttl, gone_ttl=gone_ttl)
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, tuple[float, ImageResult]] = OrderedDict()
+
+    def get_many(self, urls: Sequence[str], scope: str = "") -> dict[str, ImageResult]:
+        found: dict[str, ImageResult] = {}
+        stamp = time.monotonic()
+        for url in urls:
+            key = self.key(url, scope)
+            entry = self._entries.get(key)
+            if entry is None:
+                continue
+            if entry[0] <= stamp:
+                del self._entries[key]
+                continue
+            self._entries.move_to_end(key)
+            found[url] = cast("ImageResult", dict(entry[1]))
+        return found
+
+    def put_many(self, results: Mapping[str, ImageResult], scope: str = "") -> int:
+        written = 0
+        stamp = time.monotonic()
+        for url, result in results.items():
+            ttl = self.ttl_for(result)
+            if ttl:
+                key = self.key(url, scope)
+                self._entries[key] = (stamp + ttl, cast("ImageResult", {f: result.get(f) for f in _FIELDS}))
+                self._entries.move_to_end(key)
+                written += 1
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
         return written
 
 

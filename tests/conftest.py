@@ -87,3 +87,34 @@ def store(store_url: str) -> Iterator[Store]:
     upgrade(s)
     yield s
     s.dispose()
+
+
+# -- RabbitMQ: a vhost of the test run's own ------------------------------------------------------------------------
+
+RABBITMQ = os.environ.get("FEEDWORKER_TEST_RABBITMQ", "amqp://guest:guest@127.0.0.1:5672")
+
+
+def rabbitmqctl(*args: str) -> None:
+    import subprocess
+
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextmanager
+def fresh_vhost() -> Iterator[str]:
+    """A new RabbitMQ vhost (``fwtest_<random>``, the guest user allowed in), deleted afterwards with everything in
+    it: the broker URL. The shared RabbitMQ server itself is never restarted or reconfigured."""
+    name = f"fwtest_{secrets.token_hex(6)}"
+    rabbitmqctl("add_vhost", name)
+    try:
+        rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+        yield f"{RABBITMQ}/{name}"
+    finally:
+        rabbitmqctl("delete_vhost", name)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ broker URL on a fresh vhost for this session (tests empty the queues they count)."""
+    with fresh_vhost() as url:
+        yield url

@@ -90,6 +90,24 @@ def private_redis(workdir: Path) -> Iterator[PrivateRedis]:
         server.kill()
 
 
+@contextmanager
+def fault_broker(kind: str, workdir: Path) -> Iterator[str]:
+    """A broker of the fault test's own, by ``kind``: a private Redis, or a fresh vhost on the shared RabbitMQ."""
+    if kind == "redis":
+        with private_redis(workdir) as server:
+            yield server.url()
+    else:
+        from tests.conftest import fresh_vhost
+
+        with fresh_vhost() as url:
+            yield url
+
+
+def held_drops(tasks: list[dict[str, Any]]) -> list[str]:
+    """The drop names in the arguments of tasks as `inspect active` shows them (the batch itself, at any stage)."""
+    return sorted({name for t in tasks for name in re.findall(r"'name': '([^']+)'", str(t.get("args", "")))})
+
+
 # -- a TCP proxy that can be cut ------------------------------------------------------------------------------------
 
 
@@ -319,7 +337,7 @@ def active_tasks(broker_url: str, node: str) -> list[dict[str, Any]]:
     """The tasks worker ``node`` (``name@host``) is running right now, as `celery inspect active` reports them."""
     app = control_app(broker_url)
     try:
-        replies = app.control.inspect(destination=[node], timeout=1.0).active() or {}
+        replies = app.control.inspect(destination=[node], limit=1, timeout=1.0).active() or {}
     finally:
         app.close()
     return list(replies.get(node, []))

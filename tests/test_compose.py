@@ -36,7 +36,9 @@ def compose_binary() -> Path:
 
 
 def compose(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWER_", "POSTGRES_", "COMPOSE_", "REDIS_"))}
+    """``docker-compose -f docker-compose.yml ARGS`` (more ``-f`` files may lead ARGS)."""
+    owned = ("FLOWER_", "POSTGRES_", "COMPOSE_", "RABBITMQ_", "REDIS_")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(owned)}
     return subprocess.run([str(compose_binary()), "-f", str(ROOT / "docker-compose.yml"), *args],
                           env={**clean, **env}, capture_output=True, text=True, timeout=60, cwd=ROOT)
 
@@ -221,3 +223,40 @@ def test_dockerfile() -> None:
                 assert (ROOT / src).exists(), f"{src} is not in the build context"
                 assert src not in ignored, f"{src} is excluded by .dockerignore"
     assert lines[-1].startswith("CMD [\"feedworker\"")
+
+
+RABBITMQ = ("-f", str(ROOT / "compose.rabbitmq.yml"), "--profile", "rabbitmq")  # on top of docker-compose.yml
+
+
+def test_rabbitmq_profile_needs_a_password_and_carries_the_tasks() -> None:
+    """The rabbitmq profile with compose.rabbitmq.yml: the official image with the management plugin, its data on
+    a volume under a fixed node name, a password required, and every service of ours pointed at it."""
+    res = compose(*RABBITMQ, "config", "--quiet", FLOWER_BASIC_AUTH="ops:secret")  # no RABBITMQ_PASSWORD
+    assert res.returncode != 0 and "RABBITMQ_PASSWORD" in res.stderr
+    res = compose(*RABBITMQ, "config", "--format", "json", FLOWER_BASIC_AUTH="ops:secret",
+                  RABBITMQ_PASSWORD="rabbit-secret")
+    assert res.returncode == 0, res.stderr
+    services = json.loads(res.stdout)["services"]
+    assert set(services) == SERVICES | {"rabbitmq"}
+    rabbit = services["rabbitmq"]
+    assert rabbit["image"].startswith("rabbitmq:") and rabbit["image"].endswith("-management")
+    assert rabbit["environment"]["RABBITMQ_DEFAULT_PASS"] == "rabbit-secret" and rabbit["hostname"] == "rabbitmq"
+    assert "RABBITMQ_PASSWORD" in " ".join(rabbit["entrypoint"])  # refuses to start without one
+    assert rabbit["healthcheck"]["test"][:2] == ["CMD", "rabbitmq-diagnostics"]
+    assert [(v["source"], v["target"]) for v in rabbit["volumes"]] == [("rabbitmq-data", "/var/lib/rabbitmq")]
+    assert [(p["host_ip"], p["target"]) for p in rabbit["ports"]] == [("127.0.0.1", 15672)]
+    for name in OURS:
+        url = services[name]["environment"]["FEEDWORKER_BROKER_URL"]
+        assert url == "amqp://feedworker:rabbit-secret@rabbitmq:5672/", name
+        if name != "migrate":
+            assert services[name]["depends_on"]["rabbitmq"]["condition"] == "service_healthy", name
+    flower = services["flower"]
+    assert "--broker_api=http://feedworker:rabbit-secret@rabbitmq:15672/api/" in flower["command"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == "ops:secret"
+    assert flower_options(flower["command"][4:], dict(os.environ)).returncode == 0
+
+
+def test_without_the_profile_there_is_no_rabbitmq_and_no_password_to_set(model: dict[str, Any]) -> None:
+    assert "rabbitmq" not in model["services"]
+    assert all(s["environment"]["FEEDWORKER_BROKER_URL"].startswith("redis://") for n, s in model["services"].items()
+               if n in OURS)

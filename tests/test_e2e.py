@@ -54,6 +54,16 @@ def test_ingest_wait_export_failures(backend: str, tmp_path: Path, broker: str, 
         from sqlalchemy import create_engine, text
         with create_engine(pg_url).begin() as conn:
             conn.execute(text("DROP TABLE IF EXISTS items, drops, deliveries, alembic_version"))
+    ingest_export_failures(env, tmp_path, ans)
+
+
+def test_ingest_wait_export_failures_on_rabbitmq(tmp_path: Path, rabbitmq_url: str, httpserver: HTTPServer) -> None:
+    """The same on RabbitMQ (a vhost of this test run's own): a durable quorum queue, publisher confirms."""
+    ans = write_corpus(tmp_path / "drops", serve_images(httpserver))
+    ingest_export_failures(env_for(rabbitmq_url, f"sqlite:///{tmp_path / 'fw.db'}"), tmp_path, ans)
+
+
+def ingest_export_failures(env: dict[str, str], tmp_path: Path, ans: Answers) -> None:
     with celery_worker(env, tmp_path):
         res = feedworker(env, "ingest", str(tmp_path / "drops"), "--wait", "--json")
         summary = json.loads(res.stdout)

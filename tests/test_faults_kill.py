@@ -1,8 +1,11 @@
-"""Fault 1: workers SIGKILLed in the middle of batches. Every task they held comes back (acks_late,
-reject_on_worker_lost, the visibility timeout and kombu's restore sweep) and every drop lands exactly once.
+"""Fault 1: workers SIGKILLed in the middle of batches. Every task they held comes back and every drop lands
+exactly once, on each broker: on Redis through acks_late, reject_on_worker_lost, the visibility timeout and
+kombu's restore sweep; on RabbitMQ through acks_late alone (the server hands an unacknowledged message back the
+moment its consumer's connection closes, which a killed process's does at once).
 
 The ledger's own requeue is switched off here (requeue after 600 s), so only the broker's redelivery can save
 the killed tasks: with acks_late off, reject_on_worker_lost off or a long visibility timeout this test fails.
+The time until a killed worker's task runs again is measured on its own, with idle workers and no backlog.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -22,13 +26,15 @@ from tests.faults import (
     active_tasks,
     check_answers,
     check_consistent,
+    fault_broker,
     fault_env,
+    held_drops,
     image_host,
     ingest_waiting,
     kill_tree,
     ledger,
     node_name,
-    private_redis,
+    pong,
 )
 from tests.processes import celery_worker, export, feedworker, wait_for
 
@@ -45,25 +51,26 @@ FAST = {
 VICTIM_KILLS = 3
 
 
-def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: str) -> None:
     with ExitStack() as stack:
-        broker = stack.enter_context(private_redis(tmp_path / "redis"))
+        broker = stack.enter_context(fault_broker(kind, tmp_path / "redis"))
         store = stack.enter_context(fresh_pg_database())
         base = stack.enter_context(image_host(delay=1.0))  # each batch spends ~1 s checking images
         ans = write_corpus(tmp_path / "drops", base, count=40)
-        env = fault_env(broker.url(), store, FAST)
+        env = fault_env(broker, store, FAST)
         feedworker(env, "migrate")
         steady = stack.enter_context(celery_worker(env, tmp_path, "steady", concurrency=1))
         victim = stack.enter_context(celery_worker(env, tmp_path, "victim0"))
         ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
         caught: list[int] = []
         for round_ in range(1, VICTIM_KILLS + 1):
-            held = wait_for(lambda n=round_ - 1: active_tasks(broker.url(), node_name(f"victim{n}")), 30)
-            kill_tree(victim)  # the worker and its pool, mid-task: its messages stay unacknowledged in Redis
+            held = wait_for(lambda n=round_ - 1: active_tasks(broker, node_name(f"victim{n}")), 30)
+            kill_tree(victim)  # the worker and its pool, mid-task: its messages are unacknowledged
             caught.append(len(held))
             victim = stack.enter_context(celery_worker(env, tmp_path, f"victim{round_}"))
         # A pool child alone, killed mid-task: its task is rejected and requeued at once (reject_on_worker_lost).
-        held = wait_for(lambda: active_tasks(broker.url(), node_name("steady")), 30)
+        held = wait_for(lambda: active_tasks(broker, node_name("steady")), 30)
         os.kill(held[0]["worker_pid"], signal.SIGKILL)
         caught.append(len(held))
         try:
@@ -77,7 +84,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path) -> None:
         records = export(env)
         drops = ledger(store)
         assert steady.poll() is None
-    print(f"kills caught {caught} tasks in flight; summary {summary}")
+    print(f"{kind}: kills caught {caught} tasks in flight; summary {summary}")
     assert all(caught) and sum(caught) >= VICTIM_KILLS + 1, caught  # every kill hit a task in flight
     total = len(list((tmp_path / "drops").iterdir()))
     assert len(drops) == total
@@ -87,3 +94,41 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     check_answers(records, ans)
     check_consistent(records, drops)
     assert {d["name"] for d in drops if d["state"] == "failed"} == set(ans.refused)
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_time_until_a_killed_workers_task_runs_again(tmp_path: Path, kind: str) -> None:
+    """Two idle workers, one drop; the worker running it is SIGKILLed (its whole tree): how long until the other
+    runs it? On Redis: the visibility timeout (10 s here, 60 s by default) plus up to one restore sweep (5 s); on
+    RabbitMQ: at once (the server requeues when the killed worker's connection closes). Printed, not asserted."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(fault_broker(kind, tmp_path / "redis"))
+        store = stack.enter_context(fresh_pg_database())
+        base = stack.enter_context(image_host(delay=2.5))  # the verify stage runs ~2.5 s: time to see and kill it
+        env = fault_env(broker, store, FAST)
+        feedworker(env, "migrate")
+        workers = {n: stack.enter_context(celery_worker(env, tmp_path, n, concurrency=1)) for n in ("a", "b")}
+        for n in workers:
+            wait_for(lambda n=n: pong(broker, node_name(n)), 30)
+        folder = tmp_path / "drops"
+        folder.mkdir()
+        (folder / "one.txt").write_text(f"---\ntitle: One\nwebUrl: https://one.test/1\n"
+                                        f"images: [{{url: '{base}/ok/10/10/1.png'}}]\n---\n")
+        ingest = stack.enter_context(ingest_waiting(env, folder))
+        running = wait_for(lambda: next((n for n in workers if _verifying(broker, n)), None), 30, interval=0.05)
+        other = "b" if running == "a" else "a"
+        assert not active_tasks(broker, node_name(other))  # idle: the one task is the killed worker's
+        kill_tree(workers[running])
+        killed = time.monotonic()
+        wait_for(lambda: _verifying(broker, other), 60, interval=0.05)
+        back = time.monotonic() - killed
+        print(f"{kind}: the killed worker's task ran again on the other worker {back:.2f} s after the kill")
+        out, _ = ingest.communicate(timeout=60)
+        failures = feedworker(env, "failures", "--json").stdout
+        assert json.loads(out) == {"published": 1, "unchanged": 0, "failed": 0}, failures
+
+
+def _verifying(broker: str, name: str) -> bool:
+    """Worker ``name`` runs the drop's verify stage (the slow one: parse has passed, publish has not begun)."""
+    tasks = active_tasks(broker, node_name(name))
+    return any(t["name"] == "feedworker.verify" for t in tasks) and held_drops(tasks) == ["one.txt"]

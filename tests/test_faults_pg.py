@@ -21,11 +21,11 @@ from tests.corpus import write_corpus
 from tests.faults import (
     check_answers,
     check_consistent,
+    fault_broker,
     fault_env,
     image_host,
     ingest_waiting,
     ledger,
-    private_redis,
     tcp_proxy,
     via_proxy,
 )
@@ -45,16 +45,17 @@ FAST = {
 }
 
 
-def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])  # on RabbitMQ the retries' countdowns wait in the broker
+def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path, kind: str) -> None:
     with ExitStack() as stack:
-        broker = stack.enter_context(private_redis(tmp_path / "redis"))
+        broker = stack.enter_context(fault_broker(kind, tmp_path / "redis"))
         direct = stack.enter_context(fresh_pg_database())
         proxy = stack.enter_context(tcp_proxy("127.0.0.1", 5432))
         store = via_proxy(direct, proxy)
         base = stack.enter_context(image_host(delay=0.3))
         ans = write_corpus(tmp_path / "drops", base, count=40)
         total = len(list((tmp_path / "drops").iterdir()))
-        env = fault_env(broker.url(), store, FAST)
+        env = fault_env(broker, store, FAST)
         feedworker(env, "migrate")
         worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
         ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))

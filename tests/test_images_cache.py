@@ -110,3 +110,52 @@ def test_redis_down_means_checking_without_the_cache_and_not_asking_again_for_a_
         assert tried >= 1 and len(attempts) == tried  # the second call did not even try Redis
     finally:
         broken.close()
+
+
+# -- the in-process cache (no Redis: a RabbitMQ broker and no cache_url) -------------------------------------------
+
+
+def test_memory_cache_answers_a_second_call_and_follows_the_same_rules(host: Host) -> None:
+    from tasks.imagecache import MemoryOutcomeCache
+
+    cache = MemoryOutcomeCache(max_entries=100)
+    ok, gone, not_image = host.url("/ok/6/6/a.png"), host.url("/status/404/b.png"), host.url("/html/c.png")
+    transient = host.url("/status/503/d.png")
+    first = run(cache, [ok, gone, not_image, transient], retries=0)
+    assert run(cache, [ok, gone, not_image, transient], retries=0) == first
+    assert host.paths["/ok/6/6/a.png"] == host.paths["/status/404/b.png"] == host.paths["/html/c.png"] == 1
+    assert host.paths["/status/503/d.png"] == 2  # a transient failure is never cached
+    assert run(cache, [ok], allow_networks=[])[ok]["status"] == "blocked"  # another policy, another answer
+
+
+def test_memory_cache_is_bounded_and_forgets_expired_answers() -> None:
+    import time
+
+    from tasks.imagecache import MemoryOutcomeCache
+
+    result: ImageResult = {"status": "ok", "width": 1, "height": 1, "http_status": 200,
+                           "content_type": "image/png", "reason": None}
+    cache = MemoryOutcomeCache(max_entries=3)
+    cache.put_many({f"https://h/{i}.png": result for i in range(3)})
+    cache.get_many(["https://h/0.png"])  # used: it outlives the others
+    cache.put_many({"https://h/3.png": result})
+    assert set(cache.get_many([f"https://h/{i}.png" for i in range(4)])) == {"https://h/0.png", "https://h/3.png",
+                                                                              "https://h/2.png"}
+    short = MemoryOutcomeCache(ok_ttl=1)
+    short.put_many({"https://h/x.png": result})
+    assert short.get_many(["https://h/x.png"]) == {"https://h/x.png": result}
+    time.sleep(1.1)
+    assert short.get_many(["https://h/x.png"]) == {}
+
+
+def test_the_checker_caches_in_memory_when_there_is_no_redis(redis_url: str) -> None:
+    from tasks.imagecache import MemoryOutcomeCache
+    from worker.resources import make_checker
+    from worker.settings import Settings
+
+    with make_checker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/")) as checker:
+        assert isinstance(checker.cache, MemoryOutcomeCache)
+    with make_checker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/", cache_url=redis_url)) as checker:
+        assert type(checker.cache) is OutcomeCache
+    with make_checker(Settings(broker_url=redis_url)) as checker:
+        assert type(checker.cache) is OutcomeCache

@@ -21,11 +21,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import redis
-
 from tasks.errors import BrokerUnavailable
 from tasks.private import UMASK, private_dir, private_file
 from worker.children import bound_to_parent
+from worker.probes import ping as ping  # the embedded broker is asked like any other
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -45,17 +44,6 @@ def broker_url(settings: Settings) -> str:
     raise BrokerUnavailable(
         "no broker: set FEEDWORKER_BROKER_URL (e.g. redis://127.0.0.1:6379/0), "
         f"or start `feedworker run` in this folder, which starts an embedded one (looked for {path})")
-
-
-def ping(url: str, timeout: float = 1.0) -> bool:
-    try:
-        client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        try:
-            return bool(client.ping())
-        finally:
-            client.close()
-    except (redis.RedisError, OSError, ValueError):
-        return False
 
 
 class EmbeddedBroker:

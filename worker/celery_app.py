@@ -7,6 +7,8 @@ Delivery settings, chosen on purpose (see README "Guarantees" and docs/celery.md
 - visibility timeout (default 60 s) above the hard time limit (default 55 s), so a running task is never
   handed to a second worker; kombu's restore sweep scans every 5 s (throttle 1) instead of every ~100 s, so a
   SIGKILLed worker's tasks come back about a minute later, not an hour.
+
+On a RabbitMQ broker (``amqp://``) the Redis-only options give way to :func:`rabbitmq_settings`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from celery import Celery, bootsteps, signals
 
 from worker import codec, kombufix, softlimit
 from worker.broker import broker_url
+from worker.probes import is_amqp
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,8 @@ def make_app(settings: Settings) -> Celery:
         worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
         task_default_queue="feedworker",
     )
+    if is_amqp(app.conf.broker_url):
+        app.conf.update(rabbitmq_settings(settings))
     app.user_options["worker"].add(click.Option(
         ["--metrics-port"], type=int, default=None,
         help="Serve this worker's /metrics, /livez and /readyz on this port (0: any free port)."))
@@ -61,6 +66,35 @@ def make_app(settings: Settings) -> Celery:
 
     app.steps["worker"].add(LostSweep)  # drops whose messages are gone are sent again (worker/lostdrops.py)
     return app
+
+
+def rabbitmq_settings(settings: Settings) -> dict[str, Any]:
+    """RabbitMQ's side of the delivery settings (README "Guarantees on RabbitMQ"):
+
+    - a quorum queue (``rabbitmq_queue_type``): durable and replicated, messages persistent. Celery then turns
+      global QoS off (``worker_detect_quorum_queues``; quorum queues refuse it), so prefetch is per consumer:
+      multiplier 1 = a worker holds as many messages as it has pool processes;
+    - a topic exchange: Celery's native delayed delivery (how a quorum queue holds a retry's countdown, in the
+      broker rather than in the worker's memory) refuses direct exchanges;
+    - publisher confirms: a send returns only once the broker has the message (persisted), so a drop the ledger
+      marks as sent is not lost by a broker that crashed with it in a buffer;
+    - heartbeats every 30 s: a worker machine that vanishes without closing its connection (pulled plug) is
+      noticed within ~60 s and its messages go back, as the visibility timeout does on Redis. A killed process
+      closes its socket: its messages go back at once;
+    - when a worker loses its connection, RabbitMQ hands the messages it held to others at once, and the tasks
+      still running can never be acknowledged: they are stopped (Celery 6's default) rather than left to race
+      their redelivered twins. (On Redis the messages wait for the visibility timeout: there they run on.)
+    The Redis options (visibility timeout, restore sweep) mean nothing here and are left out. RabbitMQ's
+    ``consumer_timeout`` (server side, 30 min by default) must stay above the task time limit.
+    """
+    return {
+        "task_default_queue_type": settings.rabbitmq_queue_type,
+        "task_default_exchange_type": "topic",
+        "worker_detect_quorum_queues": True,
+        "broker_transport_options": {"confirm_publish": True},
+        "broker_heartbeat": 30,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+    }
 
 
 class MetricsEndpoint(bootsteps.StartStopStep):  # type: ignore[misc]

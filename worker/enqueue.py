@@ -181,8 +181,7 @@ class Enqueuer:
 
 def queue_depth(app: Celery, queue: str = "feedworker") -> int:
     """Messages waiting in the queue (not counting the ones workers hold); 0 before the queue exists."""
+    from worker.probes import queue_depth as depth
+
     with app.connection_for_write() as conn:
-        try:
-            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
-        except conn.channel_errors:
-            return 0
+        return depth(conn, queue)

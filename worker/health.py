@@ -21,7 +21,7 @@ from typing import Any
 from celery import Celery
 
 from tasks.store import Store
-from worker.broker import ping
+from worker.probes import is_redis, ping
 from worker.settings import Settings
 from worker.status import configured_broker, missing_sqlite_file
 
@@ -39,7 +39,9 @@ def broker_check(settings: Settings, timeout: float = 2.0) -> Check:
     url = configured_broker(settings)
     if url is None:
         return Check("broker", False, "no broker configured (FEEDWORKER_BROKER_URL) and no embedded broker here")
-    return Check("broker", True, "answers PING") if ping(url, timeout) else Check("broker", False, "no answer")
+    if not ping(url, timeout):
+        return Check("broker", False, "no answer")
+    return Check("broker", True, "answers PING" if is_redis(url) else "answers (AMQP handshake)")
 
 
 def worker_check(app: Celery, url: str, name: str, timeout: float = 2.0) -> Check:

@@ -306,7 +306,8 @@ class LedgerCollector:
     - ``feedworker_backlog_drops``: drops queued in the ledger with no outcome yet;
     - ``feedworker_oldest_queued_age_seconds``: how long the oldest of them has waited (0 when none waits);
     - ``feedworker_queue_messages{queue}``: task messages waiting in the broker (one per batch, not per drop);
-    - ``feedworker_messages_unacked``: task messages workers hold and have not acknowledged (Redis brokers);
+    - ``feedworker_messages_unacked``: task messages workers hold and have not acknowledged (Redis: exact;
+      RabbitMQ: what the answering workers hold, worker/probes.py);
     - ``feedworker_workers``: Celery workers that answered a ping (0 when the broker is down);
     - ``feedworker_broker_up``, ``feedworker_store_up``: 1 when reachable.
     """
@@ -324,7 +325,8 @@ class LedgerCollector:
     def _read(self) -> list[Any]:
         from prometheus_client.core import GaugeMetricFamily as G
 
-        from worker.status import broker_view, configured_broker, ledger_view
+        from worker.probes import broker_view
+        from worker.status import configured_broker, ledger_view
 
         broker = broker_view(self.app, configured_broker(self.settings), timeout=0.5)
         out = [G("feedworker_broker_up", "1 when the broker answers.", value=int(broker.reachable)),

@@ -6,13 +6,14 @@ import logging
 
 import redis
 
-from tasks.imagecache import OutcomeCache
+from tasks.imagecache import MemoryOutcomeCache, OutcomeCache
 from tasks.images import ImageChecker
 from tasks.store import Store
 from worker.broker import broker_url
 from worker.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
+MEMORY_CACHE_ENTRIES = 10_000  # per process; ~0.5 KiB an entry (measured): ~5 MiB at most
 
 
 def make_store(settings: Settings | None = None) -> Store:
@@ -33,10 +34,12 @@ def cache_url(settings: Settings) -> str | None:
 def make_checker(settings: Settings | None = None) -> ImageChecker:
     settings = settings or get_settings()
     url = cache_url(settings)
-    cache = None
+    ok_ttl, gone_ttl = settings.images.cache_ok_seconds, settings.images.cache_gone_seconds
+    cache: OutcomeCache
     if url:
         # Short timeouts: the cache is an optimization; a slow or absent Redis must not stall image checks.
         client = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        cache = OutcomeCache(client, ok_ttl=settings.images.cache_ok_seconds,
-                             gone_ttl=settings.images.cache_gone_seconds)
+        cache = OutcomeCache(client, ok_ttl=ok_ttl, gone_ttl=gone_ttl)
+    else:  # no Redis anywhere (a RabbitMQ broker, no cache_url): each process keeps its own, bounded
+        cache = MemoryOutcomeCache(MEMORY_CACHE_ENTRIES, ok_ttl=ok_ttl, gone_ttl=gone_ttl)
     return ImageChecker(settings.images, cache)

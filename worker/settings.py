@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     max_worker_deaths: int = 3  # a drop alone whose worker process died this often on it is failed (poison)
     lost_sweep_seconds: float = 60.0  # workers look for drops whose messages are gone this often (0: never)
     cache_url: str | None = None  # Redis for image outcomes; default: the broker, when it is Redis
+    rabbitmq_queue_type: Literal["quorum", "classic"] = "quorum"  # RabbitMQ brokers only; quorum needs 3.8+
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"  # where /metrics, /livez, /readyz listen; "0.0.0.0" for every interface
     flower_basic_auth: SecretStr | None = None  # user:password for `run --flower`; default: generated

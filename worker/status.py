@@ -10,7 +10,7 @@ never hides the other; the metrics endpoint reads the same views (worker/metrics
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,57 +19,18 @@ from celery import Celery
 
 from tasks.names import display
 from tasks.store import Store, now
-from worker.broker import broker_url, ping
+from worker.broker import broker_url
+from worker.probes import broker_view  # queues, in flight, workers: the same probe as health and metrics
 from worker.settings import Settings
 from worker.tamper import tampered_folders
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_TOO_OLD = 0, 1, 2
 
 
-@dataclass
-class BrokerView:
-    reachable: bool
-    queues: dict[str, int] = field(default_factory=dict)  # messages waiting, per queue
-    in_flight: int | None = None  # delivered to a worker, not yet acknowledged (Redis brokers)
-    workers: list[str] = field(default_factory=list)  # workers that answered, with the queues they consume
-
-
 def configured_broker(settings: Settings) -> str | None:
     """The broker URL, or None when there is none (no setting and no embedded broker running here)."""
     try:
         return broker_url(settings)
-    except Exception:
-        return None
-
-
-def broker_view(app: Celery, url: str | None, timeout: float = 1.0, ask_workers: bool = True) -> BrokerView:
-    """Queue depths, unacknowledged messages and the workers that answer, read from the broker at ``url``."""
-    if url is None or not ping(url, timeout):
-        return BrokerView(reachable=False)
-    replies: dict[str, Any] = {}
-    if ask_workers:
-        with app.connection_for_write(url) as conn:
-            replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
-    names = {app.conf.task_default_queue} | {q["name"] for qs in replies.values() for q in qs or ()}
-    with app.connection_for_write(url) as conn:  # a fresh one: after a broadcast its client answers None
-        queues = {name: _depth(conn, name) for name in sorted(names)}
-        return BrokerView(True, queues, _in_flight(conn), sorted(replies))
-
-
-def _depth(conn: Any, queue: str) -> int:
-    try:
-        return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
-    except conn.channel_errors:
-        return 0  # not declared yet: nothing was ever sent to it
-
-
-def _in_flight(conn: Any) -> int | None:
-    channel = conn.default_channel
-    key = getattr(channel, "unacked_key", None)  # kombu's Redis transport keeps them in one hash
-    if key is None:
-        return None
-    try:
-        return int(channel.client.hlen(key))
     except Exception:
         return None
 

@@ -53,6 +53,7 @@ from worker.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
 from worker.enqueue import Enqueuer
 from worker.finalize import finalize, find_moved
 from worker.folders import Folders
+from worker.probes import queue_depth
 from worker.safedir import Tampered
 from worker.settings import Settings, WatchSettings
 from worker.settle import SettleTracker
@@ -329,11 +330,7 @@ class DropWatcher:
             # Bounded: during a broker outage this raises at once (the loop pauses and retries) instead of
             # blocking the loop in kombu's reconnect, which would also hold up stop() and finalization.
             conn.ensure_connection(max_retries=1, interval_start=0.1, interval_step=0.1, interval_max=0.1)
-            try:
-                ok = conn.default_channel.queue_declare(queue=self.app.conf.task_default_queue, passive=True)
-            except conn.channel_errors:
-                return False  # no queue yet
-            return int(ok.message_count) >= BEHIND_DEPTH
+            return queue_depth(conn, self.app.conf.task_default_queue) >= BEHIND_DEPTH
 
     def _submit(self, paths: list[Path]) -> None:
         keys = self._keys(paths)
