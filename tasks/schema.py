@@ -72,3 +72,32 @@ Index("drops_run", drops.c.run_id, drops.c.state)
 Index("drops_unfinalized", drops.c.origin, drops.c.finalized_at, drops.c.state)
 
 DONE_STATES = ("published", "unchanged", "failed")
+
+# The change log (an outbox): one row per record change a publish makes, written in the publish transaction.
+# ``seq`` is assigned at the end of that transaction under a lock held until commit, so seq order is commit
+# order and a reader past seq N never misses a later commit below N (docs/changes.md). The record as published
+# is kept as the items row holds it. AUTOINCREMENT on SQLite: a pruned seq is never handed out again.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # created | updated | stub_created | stub_upgraded
+    Column("url", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("stub", Boolean, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("secured", Text),
+    Column("body", Json, nullable=False),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),  # the change's time (its transaction's)
+    sqlite_autoincrement=True,
+)
+Index("changes_updated", changes.c.updated_at)
+
+# One row: the highest seq pruned, so that a cursor older than the retained log is refused, not silently served.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pruned_through", BigInteger, nullable=False),
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import redis
 
@@ -16,7 +17,10 @@ logger = logging.getLogger(__name__)
 
 
 def make_store(settings: Settings | None = None) -> Store:
-    return Store((settings or get_settings()).store_url)
+    settings = settings or get_settings()
+    store = Store(settings.store_url)
+    store.changes_retention = timedelta(days=settings.changes.retention_days)
+    return store
 
 
 def cache_url(settings: Settings) -> str | None:

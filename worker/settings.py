@@ -36,6 +36,12 @@ class WatchSettings(BaseModel):
     requeue_after_seconds: float = 300.0  # a drop queued this long with no outcome is enqueued again
 
 
+class ChangeSettings(BaseModel):
+    """The change log (`feedworker changes`, docs/changes.md)."""
+
+    retention_days: float = 30.0  # changes older than this are pruned (by publishing workers, every 10 min)
+
+
 class Settings(BaseSettings):
     """Everything feedworker can be told. See config/feedworker.example.yaml for each setting."""
 
@@ -57,6 +63,7 @@ class Settings(BaseSettings):
     parse: ParseLimits = ParseLimits()
     images: ImageLimits = ImageLimits()
     watch: WatchSettings = WatchSettings()
+    changes: ChangeSettings = ChangeSettings()
 
     @classmethod
     def settings_customise_sources(
