@@ -95,15 +95,28 @@ def read(store: Store, since: int | None, limit: int) -> list[dict[str, Any]]:
     from tasks.store import _iso_us, _record
 
     with store.engine.connect() as conn:
-        pruned = conn.execute(select(change_log.c.pruned_through)).scalar() or 0
-        if since is not None and since < pruned:
-            raise BadCursor(f"cursor {since} is older than the change log keeps (pruned through {pruned}): "
-                            "start again from `feedworker export`, then `changes` without --since")
+        if since is not None:
+            _check_cursor(conn, store.dialect, since)
         stmt = select(changes).where(changes.c.seq > (since or 0)).order_by(changes.c.seq).limit(limit)
         rows = conn.execute(stmt).all()
         full = _full_urls(conn, {rel["url"] for r in rows for rel in r.body.get("related") or []})
     return [{"cursor": str(r.seq), "kind": r.kind, "url": r.url, "version": r.version,
              "at": _iso_us(r.updated_at), "record": _record(r._mapping, full)} for r in rows]
+
+
+def _check_cursor(conn: Connection, dialect: str, since: int) -> None:
+    pruned = conn.execute(select(change_log.c.pruned_through)).scalar() or 0
+    if since < pruned:
+        raise BadCursor(f"cursor {since} is older than the change log keeps (pruned through {pruned}): "
+                        "start again from `feedworker export`, then `changes` without --since")
+    newest = conn.execute(_PG_NEWEST if dialect == "postgresql" else _SQLITE_NEWEST).scalar() or 0
+    if since > newest:
+        raise BadCursor(f"cursor {since} is ahead of this store's change log (newest {newest}): "
+                        "a cursor of another store?")
+
+
+_PG_NEWEST = text("SELECT pg_sequence_last_value(pg_get_serial_sequence('changes', 'seq')::regclass)")
+_SQLITE_NEWEST = text("SELECT seq FROM sqlite_sequence WHERE name = 'changes'")
 
 
 def _full_urls(conn: Connection, urls: set[str]) -> set[str]:

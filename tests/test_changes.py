@@ -81,3 +81,14 @@ def test_retention_prunes_and_refuses_a_pruned_cursor(store: Store) -> None:
     publish(store, norm(item("https://x.test/3"), 3))
     assert [c["url"] for c in log(store)] == ["https://x.test/3"]  # a pruned seq is never handed out again
     assert int(log(store)[0]["cursor"]) > cursor + 1
+
+
+def test_a_cursor_ahead_of_the_log_is_refused(store: Store) -> None:
+    with pytest.raises(BadCursor, match="ahead of this store's change log"):
+        log(store, 1)
+    assert log(store, 0) == []
+    publish(store, norm(item("https://x.test/1"), 1))
+    newest = int(log(store)[-1]["cursor"])
+    assert log(store, newest) == []
+    with pytest.raises(BadCursor, match="ahead"):
+        log(store, newest + 1)
