@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery
 
+from tasks.changes import stats as change_stats
 from tasks.store import Store, now
 from worker.broker import broker_url, ping
 from worker.settings import Settings
@@ -104,7 +105,8 @@ def gather(settings: Settings, app: Celery, store: Store) -> dict[str, Any]:
         data["store_reachable"] = True
     except Exception as exc:
         data.update(store_reachable=False, store_error=_store_problem(store, exc), backlog=None,
-                    oldest_queued_age_seconds=None, outcomes=None, records=None, recent_failures=[])
+                    oldest_queued_age_seconds=None, outcomes=None, records=None, recent_failures=[],
+                    changes=None)
     return data
 
 
@@ -132,6 +134,7 @@ def _ledger(store: Store) -> dict[str, Any]:
             "all": _finished(store.state_counts()),
         },
         "records": dict(store.count_items()),
+        "changes": change_stats(store),  # the change log: {"count", "oldest_at"}
         "recent_failures": [{"file": f["name"], "stage": f["stage"], "reason": f["reason"],
                              "at": _iso(f["finished_at"])} for f in store.recent_failures(5)],
     }
@@ -213,6 +216,8 @@ def _summary_table(data: dict[str, Any], max_age: float) -> Any:
                       f"published {o['published']}, unchanged {o['unchanged']}, failed {o['failed']}")
     records = data["records"]
     table.add_row("records", f"{records.get('records', 0)} full, {records.get('stubs', 0)} stubs")
+    log = data["changes"]
+    table.add_row("change log", f"{log['count']} changes, oldest {(log['oldest_at'] or '-')[:19].replace('T', ' ')}")
     return table
 
 
