@@ -47,7 +47,7 @@ def test_follow_prints_new_changes_as_they_commit(store: Store) -> None:
     proc = subprocess.Popen([str(BIN / "feedworker"), "changes", "--follow"], text=True, stdout=subprocess.PIPE,
                             env=env_for("redis://127.0.0.1:9/0", store.url))
     got: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [got.put(line) for line in proc.stdout or ()], daemon=True).start()
+    threading.Thread(target=_pump, args=(proc, got), daemon=True).start()
     try:
         assert json.loads(got.get(timeout=30))["url"] == "https://x.test/1"
         publish(store, norm(item("https://x.test/2"), 2))
@@ -59,3 +59,8 @@ def test_follow_prints_new_changes_as_they_commit(store: Store) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def _pump(proc: subprocess.Popen[str], into: queue.Queue[str]) -> None:
+    for line in proc.stdout or ():
+        into.put(line)
