@@ -101,3 +101,19 @@ change_log = Table(
     Column("id", Integer, primary_key=True),
     Column("pruned_through", BigInteger, nullable=False),
 )
+
+# Webhook delivery, one row per configured endpoint: its cursor in the change log, the lease of the one task
+# delivering to it (in order per endpoint), and its failure streak (status, metrics, alert).
+webhook_state = Table(
+    "webhook_state",
+    metadata,
+    Column("endpoint", String(64), primary_key=True),
+    Column("cursor", BigInteger, nullable=False),
+    Column("lease_token", String(32)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("followup_token", String(32)),  # the lease a follow-up task was scheduled for (one per lease)
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("failures", Integer, nullable=False),  # consecutive failed attempts
+    Column("failing_since", DateTime(timezone=True)),
+    Column("last_error", Text),
+)

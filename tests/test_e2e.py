@@ -53,7 +53,7 @@ def test_ingest_wait_export_failures(backend: str, tmp_path: Path, broker: str, 
     if backend == "postgresql":  # the session database is shared: start from an empty store
         from sqlalchemy import create_engine, text
         with create_engine(pg_url).begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS items, drops, changes, change_log, alembic_version"))
+            conn.execute(text("DROP TABLE IF EXISTS items, drops, changes, change_log, webhook_state, alembic_version"))
     with celery_worker(env, tmp_path):
         res = feedworker(env, "ingest", str(tmp_path / "drops"), "--wait", "--json")
         summary = json.loads(res.stdout)

@@ -19,6 +19,7 @@ from celery import Celery
 
 from tasks.changes import stats as change_stats
 from tasks.store import Store, now
+from tasks.webhooks import states as webhook_states
 from worker.broker import broker_url, ping
 from worker.settings import Settings
 
@@ -106,7 +107,7 @@ def gather(settings: Settings, app: Celery, store: Store) -> dict[str, Any]:
     except Exception as exc:
         data.update(store_reachable=False, store_error=_store_problem(store, exc), backlog=None,
                     oldest_queued_age_seconds=None, outcomes=None, records=None, recent_failures=[],
-                    changes=None)
+                    changes=None, webhooks=[])
     return data
 
 
@@ -135,6 +136,8 @@ def _ledger(store: Store) -> dict[str, Any]:
         },
         "records": dict(store.count_items()),
         "changes": change_stats(store),  # the change log: {"count", "oldest_at"}
+        "webhooks": [{**w, "failing_since": _iso(w["failing_since"]), "delivered_at": _iso(w["delivered_at"])}
+                     for w in webhook_states(store)],
         "recent_failures": [{"file": f["name"], "stage": f["stage"], "reason": f["reason"],
                              "at": _iso(f["finished_at"])} for f in store.recent_failures(5)],
     }
@@ -218,6 +221,8 @@ def _summary_table(data: dict[str, Any], max_age: float) -> Any:
     table.add_row("records", f"{records.get('records', 0)} full, {records.get('stubs', 0)} stubs")
     log = data["changes"]
     table.add_row("change log", f"{log['count']} changes, oldest {(log['oldest_at'] or '-')[:19].replace('T', ' ')}")
+    for w in data["webhooks"]:
+        table.add_row(f"webhook {w['endpoint']}", _webhook_text(w))
     return table
 
 
@@ -238,3 +243,10 @@ def _failures_table(failures: list[dict[str, Any]]) -> Any:
     for f in failures:
         table.add_row(f["file"], f["stage"] or "", f["reason"] or "", (f["at"] or "")[:19].replace("T", " "))
     return table
+
+
+def _webhook_text(w: dict[str, Any]) -> str:
+    if not w["failures"]:
+        return f"ok, {w['behind']} changes behind"
+    return (f"[red]FAILING since {w['failing_since']} ({w['failures']} tries: {w['last_error']})[/], "
+            f"{w['behind']} changes behind")

@@ -1,4 +1,4 @@
-"""The change log (outbox) and its pruning watermark.
+"""The change log (outbox), its pruning watermark, and webhook endpoints' cursors.
 
 Revision ID: 0004
 Revises: 0001
@@ -43,8 +43,21 @@ def upgrade() -> None:
         sa.Column("pruned_through", sa.BigInteger, nullable=False),
     )
     op.execute("INSERT INTO change_log (id, pruned_through) VALUES (1, 0)")
+    op.create_table(
+        "webhook_state",
+        sa.Column("endpoint", sa.String(64), primary_key=True),
+        sa.Column("cursor", sa.BigInteger, nullable=False),
+        sa.Column("lease_token", sa.String(32)),
+        sa.Column("lease_until", Ts),
+        sa.Column("followup_token", sa.String(32)),
+        sa.Column("delivered_at", Ts),
+        sa.Column("failures", sa.Integer, nullable=False),
+        sa.Column("failing_since", Ts),
+        sa.Column("last_error", sa.Text),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("webhook_state")
     op.drop_table("change_log")
     op.drop_table("changes")
