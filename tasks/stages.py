@@ -152,7 +152,7 @@ def publish(self: Any, received: Sealed | dict[str, Any]) -> dict[str, int]:
     if "published" in summary:  # changes were logged: wake the webhook deliveries (none configured: no-op)
         from worker.webhooks import after_publish
 
-        after_publish()
+        after_publish(_Resources.get().store)
     return summary
 
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
+import os
+import random
 import secrets
 import time
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class Endpoint:
     secret: bytes
     batch_max: int = 100
     timeout: float = 10.0
+    retry_max: float = 50.0  # backoff cap
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class Result:
     state: str
     sent: int = 0
     failures: int = 0
-    retry_in: float | None = None  # busy: when the holder's lease ends (a follow-up is due then)
+    retry_in: float | None = None  # busy: when the holder's lease ends (a follow-up is due then); failed: backoff
 
 
 class DeliveryError(Exception):
@@ -67,16 +69,40 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 def post(ep: Endpoint, batch: list[dict[str, Any]]) -> None:
     """POST one batch; redirects are not followed (an endpoint must not bounce the changes elsewhere)."""
-    body = json.dumps({"endpoint": ep.name, "changes": batch}, ensure_ascii=False).encode()
+    from tasks.store import json_text
+
+    body = json_text({"endpoint": ep.name, "changes": batch}).encode()
     stamp = str(int(time.time()))
     headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: stamp,
                SIGNATURE_HEADER: sign(ep.secret, stamp, body)}
     try:
-        answer = httpx.post(ep.url, content=body, headers=headers, timeout=ep.timeout, follow_redirects=False)
+        answer = _client().post(ep.url, content=body, headers=headers, timeout=ep.timeout)
     except httpx.HTTPError as exc:
         raise DeliveryError(f"{type(exc).__name__}: {str(exc)[:200]}") from exc
     if not 200 <= answer.status_code < 300:
         raise DeliveryError(f"HTTP {answer.status_code}")
+
+
+def _client() -> httpx.Client:
+    """One client per process: its connection pool and TLS context are made once, not per POST (both cost
+    more CPU than the POST itself)."""
+    if _clients.get("pid") != os.getpid():
+        _clients.update(pid=os.getpid(), client=httpx.Client(follow_redirects=False))
+    client: httpx.Client = _clients["client"]
+    return client
+
+
+_clients: dict[str, Any] = {}
+
+
+def held(store: Store) -> set[str]:
+    """The endpoints whose delivery is running now (a valid lease): their holder reads on to the end, and
+    checks for more after it lets go, so waking it again would only cost a task."""
+    from tasks.store import now
+
+    with store.engine.connect() as conn:
+        rows = conn.execute(select(webhook_state.c.endpoint).where(webhook_state.c.lease_until > now()))
+        return {n for (n,) in rows}
 
 
 def deliver(store: Store, ep: Endpoint, budget: float = 20.0) -> Result:
@@ -100,7 +126,8 @@ def deliver(store: Store, ep: Endpoint, budget: float = 20.0) -> Result:
             if time.monotonic() > deadline:
                 break
     except (DeliveryError, BadCursor) as exc:
-        return Result("failed", sent, _fail(store, ep.name, token, str(exc)))
+        failures, delay = _fail(store, ep, token, str(exc))
+        return Result("failed", sent, failures, retry_in=delay)
     _release(store, ep.name, token)
     return Result("more" if _pending(store, cursor) else "done", sent)
 
@@ -165,19 +192,27 @@ def _release(store: Store, name: str, token: str) -> None:
         lease_token=None, lease_until=None)))
 
 
-def _fail(store: Store, name: str, token: str, error: str) -> int:
-    """Record the failure, release the lease; return the endpoint's consecutive failures."""
+def backoff(failures: int, cap: float) -> float:
+    """Full jitter: uniformly up to 0.5 s x 2^failures, capped."""
+    return random.uniform(0.0, min(cap, 0.5 * 2 ** min(failures, 16)))  # noqa: S311 (jitter, not crypto)
+
+
+def _fail(store: Store, ep: Endpoint, token: str, error: str) -> tuple[int, float]:
+    """Record the failure; keep the lease, without a holder, until the retry is due (so publishes meanwhile
+    don't wake the endpoint early: see ``held``); return its consecutive failures and the backoff."""
     from tasks.store import now
 
-    def work(conn: Connection) -> int:
+    def work(conn: Connection) -> tuple[int, float]:
         row = conn.execute(select(webhook_state.c.failures, webhook_state.c.failing_since)
-                           .where(_mine(name, token))).one_or_none()
-        if row is None:
-            return 1
-        conn.execute(update(webhook_state).where(_mine(name, token)).values(
-            failures=row.failures + 1, failing_since=row.failing_since or now(), last_error=error[:300],
-            lease_token=None, lease_until=None))
-        return int(row.failures) + 1
+                           .where(_mine(ep.name, token))).one_or_none()
+        failures = 1 + (row.failures if row is not None else 0)
+        delay = backoff(failures, ep.retry_max)
+        if row is not None:
+            stamp = now()
+            conn.execute(update(webhook_state).where(_mine(ep.name, token)).values(
+                failures=failures, failing_since=row.failing_since or stamp, last_error=error[:300],
+                lease_token=None, lease_until=stamp + timedelta(seconds=delay)))
+        return failures, delay
 
     return store.transaction(work)
 

@@ -32,6 +32,7 @@ def test_read_all_then_on_from_the_last_cursor_with_limit(store: Store) -> None:
     assert first == everything[:1]
     assert lines(store, "--since", first[0]["cursor"]) == everything[1:]
     assert lines(store, "--since", everything[-1]["cursor"]) == []
+    assert lines(store, "--since", "") == everything  # an empty cursor file: from the start
 
 
 @pytest.mark.parametrize(("cursor", "says"), [("yesterday", "not a change cursor"), ("99", "ahead of")])

@@ -31,7 +31,7 @@ class Waiter(Protocol):
 def run_changes(store: Store, since: str | None, follow: bool, limit: int | None, out: TextIO) -> int:
     """Print changes after ``since``; return the exit code (2: a bad cursor, said in one line on stderr)."""
     try:
-        cursor = parse_cursor(since) if since is not None else None
+        cursor = parse_cursor(since) if since else None  # "": from the start (a consumer's empty cursor file)
         with _waiter(store, follow) as waiter:
             _print_changes(store, cursor, limit, out, waiter)
     except BadCursor as exc:

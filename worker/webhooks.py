@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from typing import Any
 
 from celery import shared_task
@@ -37,7 +36,7 @@ def deliver(name: str) -> str:
     if result.state == "more":
         send(name)
     elif result.state == "failed":
-        delay = backoff(result.failures, settings.webhooks.retry_max_seconds)
+        delay = (result.retry_in or 0.0) + 1.0  # just after the lease it keeps until then (clock skew: 1 s)
         logger.warning("webhook %s failed (%d in a row), retrying in %.1f s", name, result.failures, delay,
                        extra={"endpoint": name})
         send(name, countdown=delay)
@@ -46,25 +45,27 @@ def deliver(name: str) -> str:
     return result.state
 
 
-def after_publish(settings: Settings | None = None) -> None:
-    """Wake each endpoint's delivery (publish stage, after a publish that logged changes)."""
-    for ep in (settings or get_settings()).webhooks.endpoints:
-        send(ep.name)
+def after_publish(store: Store, settings: Settings | None = None) -> None:
+    """Wake each endpoint's delivery (publish stage, after a publish that logged changes), but one that is
+    running: it will see these changes (a holder that died loses its lease; its task is delivered again)."""
+    endpoints = (settings or get_settings()).webhooks.endpoints
+    if not endpoints:
+        return
+    running = webhooks.held(store)
+    for ep in endpoints:
+        if ep.name not in running:
+            send(ep.name)
 
 
 def send(name: str, countdown: float | None = None) -> None:
     deliver.apply_async((name,), queue=QUEUE, countdown=countdown)
 
 
-def backoff(failures: int, cap: float) -> float:
-    return random.uniform(0.0, min(cap, 0.5 * 2 ** min(failures, 16)))  # noqa: S311 (jitter, not crypto)
-
-
 def _endpoint(settings: Settings, name: str) -> webhooks.Endpoint | None:
     for ep in settings.webhooks.endpoints:
         if ep.name == name:
             return webhooks.Endpoint(ep.name, ep.url, ep.secret.get_secret_value().encode(), ep.batch_max,
-                                     settings.webhooks.timeout_seconds)
+                                     settings.webhooks.timeout_seconds, settings.webhooks.retry_max_seconds)
     return None
 
 
