@@ -12,13 +12,16 @@ when the change is read, as `feedworker export` decides it, so the latest change
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, func, select, text, update
+import orjson
+from sqlalchemy import Connection, Text, cast, func, select, text, update
 
 from tasks.errors import FeedworkerError
 from tasks.schema import change_log, changes, items
@@ -97,11 +100,25 @@ def read(store: Store, since: int | None, limit: int) -> list[dict[str, Any]]:
     with store.engine.connect() as conn:
         if since is not None:
             _check_cursor(conn, store.dialect, since)
-        stmt = select(changes).where(changes.c.seq > (since or 0)).order_by(changes.c.seq).limit(limit)
-        rows = conn.execute(stmt).all()
-        full = _full_urls(conn, {rel["url"] for r in rows for rel in r.body.get("related") or []})
-    return [{"cursor": str(r.seq), "kind": r.kind, "url": r.url, "version": r.version,
-             "at": _iso_us(r.updated_at), "record": _record(r._mapping, full)} for r in rows]
+        stmt = select(*_READ).where(changes.c.seq > (since or 0)).order_by(changes.c.seq).limit(limit)
+        rows = [{**r._mapping, "body": _loads(r.body)} for r in conn.execute(stmt)]
+        full = _full_urls(conn, {rel["url"] for r in rows for rel in r["body"].get("related") or []})
+    return [{"cursor": str(r["seq"]), "kind": r["kind"], "url": r["url"], "version": r["version"],
+             "at": _iso_us(r["updated_at"]), "record": _record(r, full)} for r in rows]
+
+
+# The body read as text and parsed here with orjson (~4x the driver's json.loads: most of a read's CPU).
+_READ = [*(c for c in changes.c if c.name != "body"), cast(changes.c.body, Text).label("body")]
+
+
+def _loads(text: str) -> Any:
+    # orjson reads an integer past 64 bits as a float: a text with a run of 19+ digits anywhere takes the stdlib
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
+    return orjson.loads(text)
+
+
+_LONG_DIGITS = re.compile(r"\d{19,}")
 
 
 def _check_cursor(conn: Connection, dialect: str, since: int) -> None:

@@ -92,3 +92,11 @@ def test_a_cursor_ahead_of_the_log_is_refused(store: Store) -> None:
     assert log(store, newest) == []
     with pytest.raises(BadCursor, match="ahead"):
         log(store, newest + 1)
+
+
+def test_huge_integers_and_odd_text_come_back_as_stored(store: Store) -> None:
+    big = 123456789012345678901234567890
+    publish(store, norm(item("https://x.test/big", "Ünïcode ✓", extraField={"n": big, "m": -(2**70), "f": 0.1}), 1))
+    record = log(store)[0]["record"]
+    assert record["extra"]["extraField"] == {"n": big, "m": -(2**70), "f": 0.1}
+    assert record == records(store)["https://x.test/big"]
