@@ -93,12 +93,13 @@ _SQLITE_LOG = text(_INTO + _COPY.replace("r.", ":") + " FROM items i WHERE i.url
 
 # -- reading ----------------------------------------------------------------------------------------------------
 
-def read(store: Store, since: int | None, limit: int) -> list[dict[str, Any]]:
-    """Up to ``limit`` changes after cursor ``since`` (from the oldest kept without one), as printed lines."""
+def read(store: Store, since: int | None, limit: int, check: bool = True) -> list[dict[str, Any]]:
+    """Up to ``limit`` changes after cursor ``since`` (from the oldest kept without one), as printed lines.
+    ``check``: refuse a cursor that is not this log's (False: a cursor the caller keeps and checked itself)."""
     from tasks.store import _iso_us, _record
 
     with store.engine.connect() as conn:
-        if since is not None:
+        if since is not None and check:
             _check_cursor(conn, store.dialect, since)
         stmt = select(*_READ).where(changes.c.seq > (since or 0)).order_by(changes.c.seq).limit(limit)
         rows = [{**r._mapping, "body": _loads(r.body)} for r in conn.execute(stmt)]
