@@ -49,6 +49,7 @@ from benchlib import (
     tree_cpu_seconds,
     wait_for_workers,
 )
+from hooksink import sinks
 
 WORK = Path("/tmp/feedworker-bench")
 MARKS = ("parse_batch", "verify_batch", "publish_batch", "_publish", "submit", "register_drops", "_send",
@@ -197,6 +198,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1, help="runs (each on a fresh store); the median counts")
     ap.add_argument("--set", action="append", default=[], metavar="FEEDWORKER_X=V",
                     help="a setting for the ingester and the workers (repeatable)")
+    ap.add_argument("--webhooks", type=int, default=0, metavar="N",
+                    help="N loopback webhook receivers (bench/hooksink.py): ingestion with webhooks on vs off")
     ap.add_argument("--profile", action="store_true", help="py-spy the workers and the ingester (collapsed stacks "
                     "in the run's log folder) and print the hottest functions")
     args = ap.parse_args()
@@ -211,12 +214,19 @@ def main() -> None:
     runs = []
     for n in range(args.repeat):
         log_dir = Path(tempfile.mkdtemp(prefix="e2e-run-", dir=WORK))
-        run = run_backlog(drops, drops.parent / f"{drops.name}.expected.json", args.count, args.workers,
-                          args.concurrency, args.image_port, args.max_seconds, log_dir, pool=args.pool,
-                          profile=args.profile, code=code_tree(args.code) if args.code else None,
-                          settings=dict(kv.split("=", 1) for kv in args.set))
+        with sinks(args.webhooks) as (endpoints, received):
+            settings = dict(kv.split("=", 1) for kv in args.set)
+            if args.webhooks:
+                settings["FEEDWORKER_WEBHOOKS__ENDPOINTS"] = endpoints
+            run = run_backlog(drops, drops.parent / f"{drops.name}.expected.json", args.count, args.workers,
+                              args.concurrency, args.image_port, args.max_seconds, log_dir, pool=args.pool,
+                              profile=args.profile, code=code_tree(args.code) if args.code else None,
+                              settings=settings)
         print(f"run {n + 1}/{args.repeat} (logs in {log_dir}), load average {os.getloadavg()[0]:.2f}:")
         report(run)
+        if args.webhooks:
+            print(f"  webhooks: {args.webhooks} endpoint(s) had taken {[s.changes for s in received]} changes "
+                  "by the end of the run (export and answer check included)")
         if args.profile:
             for stacks in sorted(log_dir.glob("*.stacks")):
                 print(f"  profile {stacks.name}:")

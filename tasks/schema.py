@@ -90,3 +90,48 @@ deliveries = Table(
     Column("last_at", DateTime(timezone=True), nullable=False),
 )
 Index("deliveries_parent", deliveries.c.parent)
+
+# The change log (an outbox): one row per record change a publish makes, written in the publish transaction.
+# ``seq`` is assigned at the end of that transaction under a lock held until commit, so seq order is commit
+# order and a reader past seq N never misses a later commit below N (docs/changes.md). The record as published
+# is kept as the items row holds it. AUTOINCREMENT on SQLite: a pruned seq is never handed out again.
+changes = Table(
+    "changes",
+    metadata,
+    Column("seq", Id, primary_key=True, autoincrement=True),
+    Column("kind", String(16), nullable=False),  # created | updated | stub_created | stub_upgraded
+    Column("url", Text, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("stub", Boolean, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("secured", Text),
+    Column("body", Json, nullable=False),
+    Column("first_seen_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),  # the change's time (its transaction's)
+    sqlite_autoincrement=True,
+)
+Index("changes_updated", changes.c.updated_at)
+
+# One row: the highest seq pruned, so that a cursor older than the retained log is refused, not silently served.
+change_log = Table(
+    "change_log",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("pruned_through", BigInteger, nullable=False),
+)
+
+# Webhook delivery, one row per configured endpoint: its cursor in the change log, the lease of the one task
+# delivering to it (in order per endpoint), and its failure streak (status, metrics, alert).
+webhook_state = Table(
+    "webhook_state",
+    metadata,
+    Column("endpoint", String(64), primary_key=True),
+    Column("cursor", BigInteger, nullable=False),
+    Column("lease_token", String(32)),
+    Column("lease_until", DateTime(timezone=True)),
+    Column("followup_token", String(32)),  # the lease a follow-up task was scheduled for (one per lease)
+    Column("delivered_at", DateTime(timezone=True)),
+    Column("failures", Integer, nullable=False),  # consecutive failed attempts
+    Column("failing_since", DateTime(timezone=True)),
+    Column("last_error", Text),
+)

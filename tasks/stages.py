@@ -173,6 +173,10 @@ def publish(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None
     for outcome in outcomes.values():
         summary[outcome] = summary.get(outcome, 0) + 1
     log_outcomes(sealed, outcomes)
+    if "published" in summary:  # changes were logged: wake the webhook deliveries (none configured: no-op)
+        from worker.webhooks import after_publish
+
+        after_publish(_Resources.get().store)
     return summary
 
 

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
+from tasks.changes import DEFAULT_RETENTION, log_changes, prune_now_and_then
 from tasks.errors import StoreUnavailable
 from tasks.records import Draft, Normalized
 from tasks.schema import DONE_STATES, drops, items
@@ -83,6 +84,8 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        self.changes_retention = DEFAULT_RETENTION  # the change log's (tasks/changes.py); set from the settings
+        self._pruned: dict[str, float] = {}
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -212,12 +215,14 @@ class Store:
         A batch that the database refuses as data (not as an outage) is split, so one bad drop fails alone.
         """
         try:
-            return self.transaction(lambda conn: self._publish(conn, batch, failures))
+            outcomes = self.transaction(lambda conn: self._publish(conn, batch, failures))
         except (IntegrityError, DBAPIError) as exc:
             if isinstance(exc, OperationalError) or len(batch) + len(failures) <= 1:
                 raise
             logger.warning("store: batch refused (%s); publishing its drops one by one", _short(exc))
             return self._publish_one_by_one(batch, failures)
+        prune_now_and_then(self, self.changes_retention, self._pruned)
+        return outcomes
 
     def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         outcomes = self.publish([], failures) if failures else {}
@@ -252,6 +257,7 @@ class Store:
                 outcomes[f["key"]] = "failed"
                 ends.append((f, _ending(f["key"], "failed", stamp, stage=f["stage"], reason=f["reason"])))
         self._finish_drops(conn, ends, states, stamp)
+        log_changes(conn, self.dialect, applied.changes)  # last: it holds the change log's lock until commit
         return outcomes
 
     def _ledger_states(self, conn: Connection, keys: list[str]) -> dict[str, str]:

@@ -47,6 +47,9 @@ def test_every_metric_named_is_served(tmp_path: Path, redis_url: str, monkeypatc
 
     store = Store(store_url)
     upgrade(store)
+    from tasks.webhooks import ensure
+
+    ensure(store, ["hook"])  # a webhook endpoint's gauges exist once it has its row
     store.dispose()
     server = metrics.serve(0, "127.0.0.1", Settings(broker_url=redis_url, store_url=store_url))
     try:
@@ -106,6 +109,11 @@ CASES = [
     case("FeedworkerWorkersDying", {'feedworker_batch_redeliveries_total{stage="parse"}': "0+3x60"}, "40m",
          "45 batch deliveries in 15 minutes followed a worker that died"),
     case("FeedworkerWorkersDying", {'feedworker_batch_redeliveries_total{stage="parse"}': "0+1x60"}, "40m", None),
+    case("FeedworkerWebhookFailing", {'feedworker_webhook_failing_seconds{endpoint="search"}': "0+60x30",
+                                      'feedworker_webhook_failing_seconds{endpoint="site"}': "0x30"}, "20m",
+         "Webhook endpoint search has refused changes for 20m 0s", endpoint="search"),
+    case("FeedworkerWebhookFailing", {'feedworker_webhook_failing_seconds{endpoint="search"}': "0+60x30"}, "12m",
+         None),
     case("FeedworkerMetricsDown", {'up{job="feedworker",instance="w2:9108"}': "0x10"}, "6m",
          "The feedworker metrics endpoint w2:9108 does not answer", job="feedworker", instance="w2:9108"),
 ]

@@ -53,7 +53,8 @@ def test_ingest_wait_export_failures(backend: str, tmp_path: Path, broker: str, 
     if backend == "postgresql":  # the session database is shared: start from an empty store
         from sqlalchemy import create_engine, text
         with create_engine(pg_url).begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS items, drops, deliveries, alembic_version"))
+            conn.execute(text("DROP TABLE IF EXISTS items, drops, deliveries, changes, change_log, webhook_state,"
+                              " alembic_version"))
     ingest_export_failures(env, tmp_path, ans)
 
 

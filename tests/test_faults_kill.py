@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.changecheck import check_changes, read_changes
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
 from tests.faults import (
@@ -83,6 +84,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
         summary = json.loads(out)
         records = export(env)
         drops = ledger(store)
+        changes = read_changes(env)
         assert steady.poll() is None
     print(f"{kind}: kills caught {caught} tasks in flight; summary {summary}")
     assert all(caught) and sum(caught) >= VICTIM_KILLS + 1, caught  # every kill hit a task in flight
@@ -94,6 +96,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
     check_answers(records, ans)
     check_consistent(records, drops)
     assert {d["name"] for d in drops if d["state"] == "failed"} == set(ans.refused)
+    check_changes(changes, records)  # the change log: no version logged twice or lost by the killed publishes
 
 
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])

@@ -60,9 +60,11 @@ def test_exit_code_follows_the_oldest_queued_drop(tmp_path: Path, broker: str) -
         assert {(f["file"], f["stage"]) for f in data["recent_failures"]} == {
             ("bad_yaml.txt", "parse"), ("bad_title.txt", "parse"), ("too_big.txt", "read")}
         assert all(f["reason"] and f["at"].endswith("Z") for f in data["recent_failures"])
+        assert data["changes"]["count"] == 3 and data["changes"]["oldest_at"].endswith("Z")  # 3 created
         code, table = status(env)
         assert code == 0
-        for text in ("bad_title.txt", "title: must not be empty", "feedworker replay", "3 full, 0 stubs"):
+        for text in ("bad_title.txt", "title: must not be empty", "feedworker replay", "3 full, 0 stubs",
+                     "3 changes, oldest"):
             assert text in table
 
 

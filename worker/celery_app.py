@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 from celery import Celery, bootsteps, signals
+from kombu.entity import Queue
 
 from worker import codec, kombufix, softlimit
 from worker.broker import broker_url
@@ -31,7 +32,7 @@ def make_app(settings: Settings) -> Celery:
     kombufix.apply()  # a worker must reconnect when its Redis restarts, not exit (see worker/kombufix.py)
     softlimit.install()  # ...and a late soft time limit must not kill an idle pool process (worker/softlimit.py)
     codec.register_codec()
-    app = Celery("feedworker", include=["tasks.stages"])
+    app = Celery("feedworker", include=["tasks.stages", "worker.webhooks"])
     app.conf.update(
         broker_url=_lazy_broker(settings),
         broker_connection_retry_on_startup=True,
@@ -55,6 +56,9 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
         task_default_queue="feedworker",
+        # Listed, so that `celery -A worker worker` consumes both by default (-Q picks some: worker/webhooks.py)
+        task_queues=[Queue("feedworker"), Queue("feedworker.webhooks")],  # type: ignore[no-untyped-call]
+        task_routes={"feedworker.webhooks.*": {"queue": "feedworker.webhooks"}},
     )
     if is_amqp(app.conf.broker_url):
         app.conf.update(rabbitmq_settings(settings))

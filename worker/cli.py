@@ -237,6 +237,22 @@ def worker(ctx: click.Context) -> None:
     os.execvp("celery", ["celery", "-A", "worker", "worker", *ctx.args])  # noqa: S606
 
 
+@main.command()
+@click.option("--since", metavar="CURSOR", help='The "cursor" of the last change seen (default: from the start).')
+@click.option("--follow", is_flag=True, help="Keep waiting for new changes.")
+@click.option("--limit", type=click.IntRange(min=1), help="Stop after N changes.")
+def changes(since: str | None, follow: bool, limit: int | None) -> None:
+    """Every record change after CURSOR, oldest first, one JSON object a line (exit 2: a bad cursor)."""
+    from worker.changefeed import run_changes
+
+    store = _store(_settings())
+    try:
+        code = run_changes(store, since, follow, limit, sys.stdout)
+    finally:
+        store.dispose()
+    sys.exit(code)
+
+
 def _stdout() -> TextIO:
     class _Keep:  # a context manager that doesn't close stdout
         def __enter__(self) -> TextIO:

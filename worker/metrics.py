@@ -39,6 +39,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ParamSpec
 
@@ -340,13 +341,31 @@ class LedgerCollector:
                          value=broker.in_flight))
         try:
             ledger = ledger_view(self.store)
+            hooks = _webhook_gauges(self.store)
         except Exception:
             logger.warning("metrics: the store can't be read", exc_info=True)
             return [*out, G("feedworker_store_up", "1 when the store answers.", value=0)]
         return [*out, G("feedworker_store_up", "1 when the store answers.", value=1),
                 G("feedworker_backlog_drops", "Drops queued with no outcome yet.", value=ledger.backlog),
                 G("feedworker_oldest_queued_age_seconds", "Age of the oldest queued drop (0: none).",
-                  value=ledger.oldest_queued_age or 0.0)]
+                  value=ledger.oldest_queued_age or 0.0), *hooks]
+
+
+def _webhook_gauges(store: Any) -> list[Any]:
+    """Per webhook endpoint: changes not yet delivered, and how long it has been failing (0: it is not)."""
+    from prometheus_client.core import GaugeMetricFamily as G
+
+    from tasks.webhooks import failing_seconds, states
+
+    behind = G("feedworker_webhook_behind_changes", "Changes a webhook endpoint has not taken yet.",
+               labels=["endpoint"])
+    failing = G("feedworker_webhook_failing_seconds", "How long a webhook endpoint has been failing (0: not).",
+                labels=["endpoint"])
+    at = datetime.now(UTC)
+    for w in states(store):
+        behind.add_metric([w["endpoint"]], w["behind"])
+        failing.add_metric([w["endpoint"]], failing_seconds(w, at))
+    return [behind, failing]
 
 
 class _FilesCollector:

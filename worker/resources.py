@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import redis
 
@@ -17,7 +18,10 @@ MEMORY_CACHE_ENTRIES = 10_000  # per process; ~0.5 KiB an entry (measured): ~5 M
 
 
 def make_store(settings: Settings | None = None) -> Store:
-    return Store((settings or get_settings()).store_url)
+    settings = settings or get_settings()
+    store = Store(settings.store_url)
+    store.changes_retention = timedelta(days=settings.changes.retention_days)
+    return store
 
 
 def cache_url(settings: Settings) -> str | None:

@@ -48,6 +48,29 @@ class WatchSettings(BaseModel):
         return value
 
 
+class ChangeSettings(BaseModel):
+    """The change log (`feedworker changes`, docs/changes.md)."""
+
+    retention_days: float = 30.0  # changes older than this are pruned (by publishing workers, every 10 min)
+
+
+class WebhookEndpoint(BaseModel):
+    """One receiver of the change feed (docs/changes.md, "Webhooks")."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # its cursor's key in the store; keep it when the URL moves
+    url: str = Field(pattern=r"^https?://")
+    secret: SecretStr  # HMAC-SHA256 key of the X-Feedworker-Signature header
+    batch_max: int = Field(default=100, ge=1, le=1000)  # changes per POST
+
+
+class WebhookSettings(BaseModel):
+    """Webhooks: off while no endpoint is configured."""
+
+    endpoints: list[WebhookEndpoint] = []
+    timeout_seconds: float = 10.0  # one POST
+    retry_max_seconds: float = 50.0  # backoff cap: below visibility_timeout, so a waiting retry is never sent twice
+
+
 class Settings(BaseSettings):
     """Everything feedworker can be told. See config/feedworker.example.yaml for each setting."""
 
@@ -73,6 +96,8 @@ class Settings(BaseSettings):
     parse: ParseLimits = ParseLimits()
     images: ImageLimits = ImageLimits()
     watch: WatchSettings = WatchSettings()
+    changes: ChangeSettings = ChangeSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @classmethod
     def settings_customise_sources(

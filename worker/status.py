@@ -17,8 +17,10 @@ from typing import Any
 
 from celery import Celery
 
+from tasks.changes import stats as change_stats
 from tasks.names import display
 from tasks.store import Store, now
+from tasks.webhooks import states as webhook_states
 from worker.broker import broker_url
 from worker.probes import broker_view  # queues, in flight, workers: the same probe as health and metrics
 from worker.settings import Settings
@@ -68,7 +70,8 @@ def gather(settings: Settings, app: Celery, store: Store) -> dict[str, Any]:
         data["store_reachable"] = True
     except Exception as exc:
         data.update(store_reachable=False, store_error=_store_problem(store, exc), backlog=None,
-                    oldest_queued_age_seconds=None, outcomes=None, records=None, recent_failures=[])
+                    oldest_queued_age_seconds=None, outcomes=None, records=None, recent_failures=[],
+                    changes=None, webhooks=[])
     return data
 
 
@@ -96,6 +99,9 @@ def _ledger(store: Store) -> dict[str, Any]:
             "all": _finished(store.state_counts()),
         },
         "records": dict(store.count_items()),
+        "changes": change_stats(store),  # the change log: {"count", "oldest_at"}
+        "webhooks": [{**w, "failing_since": _iso(w["failing_since"]), "delivered_at": _iso(w["delivered_at"])}
+                     for w in webhook_states(store)],
         "recent_failures": [{"file": f["name"], "stage": f["stage"], "reason": f["reason"],
                              "at": _iso(f["finished_at"])} for f in store.recent_failures(5)],
     }
@@ -178,6 +184,10 @@ def _summary_table(data: dict[str, Any], max_age: float) -> Any:
                       f"published {o['published']}, unchanged {o['unchanged']}, failed {o['failed']}")
     records = data["records"]
     table.add_row("records", f"{records.get('records', 0)} full, {records.get('stubs', 0)} stubs")
+    log = data["changes"]
+    table.add_row("change log", f"{log['count']} changes, oldest {(log['oldest_at'] or '-')[:19].replace('T', ' ')}")
+    for w in data["webhooks"]:
+        table.add_row(f"webhook {w['endpoint']}", _webhook_text(w))
     return table
 
 
@@ -214,3 +224,13 @@ def _folders_row(table: Any, tampered: list[dict[str, Any]]) -> None:
     for t in tampered:
         table.add_row(Text("reserved folder", style="red"),
                       Text(f"TAMPERED: {display(t['folder'])} {display(t['why'])}", style="red"))
+
+
+def _webhook_text(w: dict[str, Any]) -> Any:
+    """An endpoint's row: its last error is a receiver's text, so it is escaped and never read as rich markup."""
+    from rich.text import Text
+
+    if not w["failures"]:
+        return Text(f"ok, {w['behind']} changes behind")
+    return Text(f"FAILING since {w['failing_since']} ({w['failures']} tries: {display(str(w['last_error']))}), "
+                f"{w['behind']} changes behind", style="red")
