@@ -1,5 +1,5 @@
 """The change log's cost to publish: the same batches into two fresh stores, one of them with the log switched off
-(``tasks.store.log_changes`` replaced by a no-op in this process only), batch by batch in turn, so both see the
+(``tasks.store.ledger.log_changes`` replaced by a no-op in this process only), batch by batch in turn, so both see the
 same machine load (this 2-core machine is shared: sequential runs drift more than the effect).
 
     .venv/bin/python bench/changelog.py [--count 5000] [--batch 100] [--backend postgresql|sqlite]
@@ -16,9 +16,9 @@ from typing import Any
 from benchlib import fresh_database, machine, make_corpus
 from store import normalized
 
-import tasks.store
-from tasks.migrate import upgrade
-from tasks.store import Store
+import tasks.store.ledger
+from tasks.store.ledger import Store
+from tasks.store.migrate import upgrade
 
 
 def main() -> None:
@@ -30,7 +30,7 @@ def main() -> None:
     folder = Path("/tmp/feedworker-bench") / f"store-{args.count}"
     make_corpus(folder, args.count, mix="clean")
     drops = normalized(folder)
-    real: Any = getattr(tasks.store, "log_changes")  # noqa: B009 (the name tasks.store uses, patched below)
+    real: Any = getattr(tasks.store.ledger, "log_changes")  # noqa: B009 (the name tasks.store.ledger uses, patched below)
     with tempfile.TemporaryDirectory() as tmp:
         stores = {}
         for label in ("log on", "log off"):
@@ -44,7 +44,7 @@ def main() -> None:
             rows = [{k: n["drop"][k] for k in ("key", "name", "path", "size", "mtime_ns")} for n in part]
             for label, store in stores.items():
                 store.register_drops(rows, "bench", "ingest")
-                setattr(tasks.store, "log_changes", real if label == "log on" else _off)  # noqa: B010
+                setattr(tasks.store.ledger, "log_changes", real if label == "log on" else _off)  # noqa: B010
                 t0 = time.perf_counter()
                 store.publish(part, [])
                 spent[label] += time.perf_counter() - t0

@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from benchlib import image_host_argv  # noqa: E402
 
-from tasks.imagecache import MemoryOutcomeCache, OutcomeCache  # noqa: E402
-from tasks.images import ImageChecker  # noqa: E402
+from tasks.images.cache import MemoryOutcomeCache, OutcomeCache  # noqa: E402
+from tasks.images.checker import ImageChecker  # noqa: E402
 from tasks.limits import ImageLimits  # noqa: E402
 
 SIZES = [(1920, 1080), (1200, 630), (1120, 630), (800, 600), (640, 360), (300, 300)]

@@ -25,9 +25,9 @@ import frontmatter
 from benchlib import machine, make_corpus
 
 from tasks.limits import ParseLimits
-from tasks.models import Item
-from tasks.parsing import parse_drop
-from tasks.records import Drop, normalize
+from tasks.link.records import Drop, normalize
+from tasks.parse.models import Item
+from tasks.parse.parsing import parse_drop
 
 Files = list[tuple[Drop, bytes]]
 

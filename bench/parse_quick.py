@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from tasks.frontmatter import split_front_matter
 from tasks.limits import ParseLimits
-from tasks.parsing import parse_drop
+from tasks.parse.frontmatter import split_front_matter
+from tasks.parse.parsing import parse_drop
 
 SEED = Path(__file__).resolve().parent.parent / "tests" / "data" / "drops" / "000_fb3687fbf0a8c61d.txt"
 

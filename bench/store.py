@@ -19,12 +19,13 @@ from pathlib import Path
 from benchlib import fresh_database, machine, make_corpus
 
 from tasks.limits import ParseLimits
-from tasks.migrate import upgrade
-from tasks.parsing import parse_drop
-from tasks.records import Drop, Normalized, attach_images, image_urls, normalize
-from tasks.store import Store
+from tasks.link.records import Drop, Normalized, attach_images, image_urls, normalize
+from tasks.parse.parsing import parse_drop
+from tasks.shapes import ImageResult
+from tasks.store.ledger import Store
+from tasks.store.migrate import upgrade
 
-OK = {"status": "ok", "width": 640, "height": 360, "http_status": 206, "content_type": "image/png", "reason": None}
+OK = ImageResult(status="ok", width=640, height=360, http_status=206, content_type="image/png", reason=None)
 
 
 def normalized(folder: Path) -> list[Normalized]:

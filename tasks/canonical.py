@@ -2,7 +2,7 @@
 
 ``canonical_url(url)`` returns that spelling, or raises ``ValueError`` with a short reason a person can act on
 ("not an http(s) URL", "no host", "invalid port", ...). It is also the judge of URL shape for ``webUrl`` and
-``originalUrl`` (``tasks.models``). The rules are in docs/identity.md; in detail::
+``originalUrl`` (``tasks.parse.models``). The rules are in docs/identity.md; in detail::
 
     http://Example.COM:80/a/./b/?utm_source=x&id=7&FBCLID=1#top  ->  https://example.com/a/b/?id=7
 

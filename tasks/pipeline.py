@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Sequence
-from typing import Any, Protocol, TypedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict
 
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
-from tasks.parsing import parse_drop
-from tasks.records import Drop, Normalized, attach_images, image_urls, normalize
-from tasks.store import Store
+from tasks.link.records import Drop, Normalized, attach_images, image_urls, normalize
+from tasks.parse.parsing import parse_drop
+from tasks.shapes import Checker, ImageResult
+from tasks.store.ledger import Store
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +37,6 @@ class Batch(TypedDict):
 
     ok: list[Normalized]
     failed: list[Failure]
-
-
-class Checker(Protocol):
-    def check_many(self, urls: Any) -> dict[str, Any]: ...
 
 
 def wire_drop(drop: Drop, data: bytes) -> dict[str, Any]:
@@ -78,7 +75,7 @@ def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits,
 def verify_batch(batch: Batch, checker: Checker) -> dict[str, int]:
     """Check every image URL of the batch once (deduplicated); attach the outcomes; return counts by status."""
     urls = {u for n in batch["ok"] for u in image_urls(n)}
-    results = checker.check_many(urls) if urls else {}
+    results: Mapping[str, ImageResult] = checker.check_many(urls) if urls else {}
     for n in batch["ok"]:
         attach_images(n, results)
     counts: dict[str, int] = {}

@@ -4,9 +4,13 @@ parse (read + validate + normalize) -> verify (image checks) -> publish (link + 
 Payloads travel sealed: Flower and the worker log show a task's file names, never the drop's contents
 (the ``secured`` blob included), because the repr of a ``Sealed`` value lists only names.
 
-Each stage first counts its delivery (worker/delivery.py): a batch delivered again after its worker died, or one
+Each stage first counts its delivery (tasks/store/deliveries.py): a batch delivered again after its worker died, or one
 whose parse or verify passed the soft time limit, is split in two, each half a chain of its own, until the
 culprit is alone and failed (docs/delivery.md).
+
+This is the one module under tasks/ that knows Celery. It imports nothing from worker/: what the tasks need of the
+process that runs them (settings, metrics, the store and checker, webhook wake-ups) is a ``Runtime`` that the
+worker installs when it makes its Celery app (``install``, called from worker/app/celery_app.py).
 """
 
 from __future__ import annotations
@@ -14,20 +18,73 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.json import register_type
 
-from tasks.deliveries import BatchTag
 from tasks.errors import TransientError
+from tasks.limits import ParseLimits
+from tasks.link.records import image_urls
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
-from tasks.records import image_urls
-from tasks.store import Store
-from worker import delivery, metrics
+from tasks.shapes import Checker
+from tasks.store import deliveries as delivery
+from tasks.store.deliveries import BatchTag
+from tasks.store.ledger import Store
 
 logger = logging.getLogger(__name__)
+
+
+class StageMetrics(Protocol):
+    """The counters and timers the stages feed (worker/observing/metrics.py is the real one)."""
+
+    def timed_stage(self, stage: str) -> AbstractContextManager[None]: ...
+    def timed_store_write(self, operation: str) -> AbstractContextManager[None]: ...
+    def image_checks(self, counts: Mapping[str, int]) -> None: ...
+    def redelivered(self, stage: str) -> None: ...
+    def batch_split(self, stage: str) -> None: ...
+    def poison_failed(self, stage: str) -> None: ...
+    def drop_finished(self, outcome: str, stage: str | None) -> None: ...
+
+
+class StageSettings(Protocol):
+    """The settings the stages read (worker.settings.Settings has them)."""
+
+    @property
+    def parse(self) -> ParseLimits: ...
+    @property
+    def task_soft_time_limit(self) -> int: ...
+    @property
+    def max_worker_deaths(self) -> int: ...
+
+
+class Runtime(Protocol):
+    """What the stage tasks need of the process that runs them; the worker installs one at app creation."""
+
+    metrics: StageMetrics
+
+    def settings(self) -> StageSettings: ...
+    def make_store(self) -> Store: ...
+    def make_checker(self) -> Checker: ...
+    def after_publish(self, store: Store) -> None: ...
+
+
+class _Installed:
+    runtime: Runtime | None = None
+
+
+def install(runtime: Runtime) -> None:
+    """Give the stage tasks their runtime (worker/app/celery_app.py does, as it makes the app)."""
+    _Installed.runtime = runtime
+
+
+def _rt() -> Runtime:
+    if _Installed.runtime is None:
+        raise RuntimeError("the stage tasks have no runtime: make the worker's Celery app first (worker.app)")
+    return _Installed.runtime
 
 
 class Sealed:
@@ -44,12 +101,12 @@ class Sealed:
         return describe(names)
 
     def __json__(self) -> dict[str, Any]:
-        """Its JSON form: a plain mapping (kombu's encoder and worker.codec both honour ``__json__``)."""
+        """Its JSON form: a plain mapping (kombu's encoder and worker.app.codec both honour ``__json__``)."""
         return _encode(self)
 
     @classmethod
     def of(cls, value: Sealed | dict[str, Any]) -> Sealed:
-        """A task's argument as received: worker.codec gives the plain mapping back, kombu's json a Sealed."""
+        """A task's argument as received: worker.app.codec gives the plain mapping back, kombu's json a Sealed."""
         return value if isinstance(value, Sealed) else _decode(value)
 
 
@@ -75,14 +132,13 @@ class _Resources:
 
     pid = -1
     store: Store
-    checker: Any
+    checker: Checker
 
     @classmethod
     def get(cls) -> type[_Resources]:
         if cls.pid != os.getpid():
-            from worker.resources import make_checker, make_store
-
-            cls.store, cls.checker, cls.pid = make_store(), make_checker(), os.getpid()
+            rt = _rt()
+            cls.store, cls.checker, cls.pid = rt.make_store(), rt.make_checker(), os.getpid()
         return cls
 
 
@@ -91,13 +147,11 @@ def warm_up() -> None:
     _Resources.get()
 
 
-def _settings() -> Any:
-    from worker.settings import get_settings
-
-    return get_settings()
+def _settings() -> StageSettings:
+    return _rt().settings()
 
 
-_COUNTED = {"bind": True, "Request": "worker.delivery:LostRequest"}  # the main process notes a dead pool process
+_COUNTED = {"bind": True, "Request": "worker.app.delivery:LostRequest"}  # the main process notes a dead pool process
 
 
 @shared_task(name="feedworker.parse", **_COUNTED)
@@ -108,7 +162,7 @@ def parse(self: Any, wire: list[dict[str, Any]], batch: BatchTag | None = None) 
         poisoned = Sealed(Batch(ok=[], failed=[failure(w, "parse", verdict.reason) for w in wire]), time.time())
         return _not_run(self, tag, verdict, "parse", wire, poisoned)
     started, clock = time.time(), time.perf_counter()
-    with metrics.timed_stage("parse"):
+    with _rt().metrics.timed_stage("parse"):
         try:
             parsed = parse_batch(wire, _settings().parse, interrupts=(SoftTimeLimitExceeded,))
         except SoftTimeLimitExceeded:
@@ -130,11 +184,11 @@ def verify(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None 
     if verdict.action != "run":
         return _not_run(self, tag, verdict, "verify", sealed, _poisoned(sealed, "verify", verdict.reason))
     try:
-        with metrics.timed_stage("verify"):
+        with _rt().metrics.timed_stage("verify"):
             counts = verify_batch(sealed.data, _Resources.get().checker)
     except SoftTimeLimitExceeded:
         return _checks_ran_out_of_time(self, tag, sealed)
-    metrics.image_checks(counts)
+    _rt().metrics.image_checks(counts)
     logger.info("verify: images %s", counts)
     return sealed
 
@@ -165,26 +219,25 @@ def publish(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None
         _split(self, tag, "publish", sealed)
         return {}
     if verdict.action == "poison":
-        metrics.poison_failed("publish")
+        _rt().metrics.poison_failed("publish")
         sealed = _poisoned(sealed, "publish", verdict.reason)
-    with metrics.timed_stage("publish"), metrics.timed_store_write("publish"):
+    with _rt().metrics.timed_stage("publish"), _rt().metrics.timed_store_write("publish"):
         outcomes = publish_batch(_Resources.get().store, sealed.data)
     summary: dict[str, int] = {}
     for outcome in outcomes.values():
         summary[outcome] = summary.get(outcome, 0) + 1
     log_outcomes(sealed, outcomes)
     if "published" in summary:  # changes were logged: wake the webhook deliveries (none configured: no-op)
-        from worker.webhooks import after_publish
-
-        after_publish(_Resources.get().store)
+        _rt().after_publish(_Resources.get().store)
     return summary
 
 
-# -- deliveries: counting, splitting, failing the culprit (worker/delivery.py, docs/delivery.md) ----------------
+# -- deliveries: counting, splitting, failing the culprit (tasks/store/deliveries.py, docs/delivery.md) ---------
 
 
 def _decide(task: Any, tag: BatchTag, stage: str, keys: list[str]) -> delivery.Verdict:
-    return delivery.decide(_Resources.get().store, task, tag, stage, keys, _settings().max_worker_deaths)
+    return delivery.decide(_Resources.get().store, task, tag, stage, keys, _settings().max_worker_deaths,
+                           _rt().metrics.redelivered)
 
 
 def _keys(sealed: Sealed) -> list[str]:
@@ -202,7 +255,7 @@ def _not_run(task: Any, tag: BatchTag, verdict: delivery.Verdict, stage: str, pa
     """A delivery that does not run its stage: the culprit failed (the chain goes on to record it), or the
     batch split or found finished (the chain stops here)."""
     if verdict.action == "poison":
-        metrics.poison_failed(stage)
+        _rt().metrics.poison_failed(stage)
         logger.error("%s: a drop failed as poison: %s", stage, verdict.reason)
         return poisoned
     if verdict.action == "split":
@@ -216,7 +269,7 @@ def _split(task: Any, tag: BatchTag, stage: str, payload: list[dict[str, Any]] |
     parts: list[Any] = split_sealed(payload) if isinstance(payload, Sealed) else delivery.halves(payload)
     for part, child in zip(parts, delivery.split_tags(tag, stage), strict=True):
         pipeline_from(stage, part, child).apply_async()
-    metrics.batch_split(stage)
+    _rt().metrics.batch_split(stage)
     task.request.chain = None
     return Sealed(Batch(ok=[], failed=[]))
 
@@ -250,17 +303,17 @@ def log_outcomes(sealed: Sealed, outcomes: dict[str, str]) -> None:
     for n in sealed.data["ok"]:
         outcome = outcomes.get(n["drop"]["key"])
         if outcome is not None:
-            metrics.drop_finished(outcome, "publish")
+            _rt().metrics.drop_finished(outcome, "publish")
             logger.info("drop %s", outcome, extra={"file": n["drop"]["name"], "outcome": outcome, "stage": "publish",
                                                    "duration": duration, "url": n["record"]["url"]})
     for f in sealed.data["failed"]:
         if outcomes.get(f["key"]) == "failed":
-            metrics.drop_finished("failed", f["stage"])
+            _rt().metrics.drop_finished("failed", f["stage"])
             logger.warning("drop failed", extra={"file": f["name"], "outcome": "failed", "stage": f["stage"],
                                                  "duration": duration, "reason": f["reason"]})
 
 
 def pipeline(wire: list[dict[str, Any]]) -> Any:
     """The chain for one batch of wire drops, with readable arguments in Flower and a batch tag of its own
-    (its deliveries are counted under it: tasks/deliveries.py)."""
+    (its deliveries are counted under it: tasks/store/deliveries.py)."""
     return pipeline_from("parse", wire, delivery.new_tag())

@@ -18,8 +18,8 @@ import psycopg
 import pytest
 import redis
 
-from tasks.migrate import upgrade
-from tasks.store import Store
+from tasks.store.ledger import Store
+from tasks.store.migrate import upgrade
 
 PG_ADMIN = os.environ.get("FEEDWORKER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 REDIS_HOST = os.environ.get("FEEDWORKER_TEST_REDIS", "redis://127.0.0.1:6379")

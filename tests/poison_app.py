@@ -1,6 +1,6 @@
 """A worker app for the poison tests only: `celery -A tests.poison_app worker`.
 
-It is the real app (worker.celery_app) with a fault hook wrapped around parsing one drop, switched on by the test
+It is the real app (worker.app.celery_app) with a fault hook wrapped around parsing one drop, switched on by the test
 through the worker's environment; no production module reads these variables:
 
 - ``FEEDWORKER_TEST_KILL_DROP=NAME``: the pool process parsing the drop NAME SIGKILLs itself (as the OOM killer
@@ -22,8 +22,8 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 
 import tasks.pipeline
-from tasks.parsing import parse_drop as _real_parse_drop
-from worker.celery_app import app
+from tasks.parse.parsing import parse_drop as _real_parse_drop
+from worker.app.celery_app import app
 
 __all__ = ["app"]
 

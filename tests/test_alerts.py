@@ -36,22 +36,22 @@ def test_the_rules_an_operator_needs_are_there_and_complete() -> None:
 
 
 def test_every_metric_named_is_served(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker import metrics
+    from worker.observing import metrics, metricserver
     from worker.settings import Settings
 
     redis.Redis.from_url(redis_url).flushdb()
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     store_url = f"sqlite:///{tmp_path / 'fw.db'}"
-    from tasks.migrate import upgrade
-    from tasks.store import Store
+    from tasks.store.ledger import Store
+    from tasks.store.migrate import upgrade
 
     store = Store(store_url)
     upgrade(store)
-    from tasks.webhooks import ensure
+    from tasks.store.webhooks import ensure
 
     ensure(store, ["hook"])  # a webhook endpoint's gauges exist once it has its row
     store.dispose()
-    server = metrics.serve(0, "127.0.0.1", Settings(broker_url=redis_url, store_url=store_url))
+    server = metricserver.serve(0, "127.0.0.1", Settings(broker_url=redis_url, store_url=store_url))
     try:
         metrics.drops_discovered("watch", 1)  # the process's counters exist from their first use
         served = {name for name, _ in scrape(server.port)}

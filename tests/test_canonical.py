@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.canonical import TRACKING_PARAMS, TRACKING_PREFIXES, canonical_url
-from tasks.models import Item
+from tasks.parse.models import Item
 
 ITEM = "https://bgr.com/tech/netflix-has-found-a-new-way-12/"
 

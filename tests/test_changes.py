@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from tasks.changes import BadCursor, parse_cursor, prune, read, stats
-from tasks.store import Store, now
+from tasks.store.changes import BadCursor, parse_cursor, prune, read, stats
+from tasks.store.ledger import Store, now
 from tests.test_store import item, norm, publish, records
 
 

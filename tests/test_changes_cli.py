@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tasks.store import Store
+from tasks.store.ledger import Store
 from tests.processes import BIN, env_for, feedworker
 from tests.test_store import item, norm, publish
 

@@ -11,15 +11,15 @@ import sys
 import threading
 from pathlib import Path
 
-from tasks.changes import read
-from tasks.records import Normalized
-from tasks.store import Store
+from tasks.link.records import Normalized
+from tasks.store.changes import read
+from tasks.store.ledger import Store
 from tests.test_store import item, norm
 
 ROOT = Path(__file__).parent.parent
 VICTIM = """
 import sys, time
-from tasks.store import Store
+from tasks.store.ledger import Store
 from tests.test_changes_kill import batch
 store = Store(sys.argv[1])
 with store.engine.connect() as conn:

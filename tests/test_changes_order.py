@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from tasks.changes import read
-from tasks.migrate import upgrade
-from tasks.store import Store
+from tasks.store.changes import read
+from tasks.store.ledger import Store
+from tasks.store.migrate import upgrade
 from tests.conftest import fresh_pg_database
 from tests.processes import wait_for
 from tests.test_store import item, norm, publish

@@ -1,13 +1,13 @@
-"""The delivery count (tasks/deliveries.py) on SQLite and PostgreSQL, the reasons a poison drop is failed with,
-and how split halves are labelled for Flower (worker/delivery.py, tasks/stages.py)."""
+"""The delivery count (tasks/store/deliveries.py) on SQLite and PostgreSQL, the reasons a poison drop is failed with,
+and how split halves are labelled for Flower (worker/app/delivery.py, tasks/stages.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tasks.deliveries import BatchTag, count_delivery, for_drop, moved_on, note_lost
-from tasks.store import Store
-from worker import delivery
+from tasks.store import deliveries as delivery
+from tasks.store.deliveries import BatchTag, count_delivery, for_drop, moved_on, note_lost
+from tasks.store.ledger import Store
 
 
 def test_deliveries_are_counted_per_batch_and_stage(store: Store) -> None:

@@ -10,9 +10,9 @@ import pytest
 
 from tasks.limits import ParseLimits
 from tasks.names import escape, os_path
-from tasks.store import Store
-from worker.celery_app import app
-from worker.enqueue import Enqueuer
+from tasks.store.ledger import Store
+from worker.app.celery_app import app
+from worker.watching.enqueue import Enqueuer
 
 
 def rows(names: list[str]) -> list[dict[str, object]]:

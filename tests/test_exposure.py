@@ -19,7 +19,7 @@ import redis
 
 from tests.processes import wait_for
 from tests.test_run import feedworker_run, leftovers, stop, user_env
-from worker.metrics import serve
+from worker.observing.metricserver import serve
 from worker.settings import Settings
 
 pytestmark = pytest.mark.slow

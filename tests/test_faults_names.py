@@ -25,7 +25,7 @@ from tests.conftest import fresh_pg_database
 from tests.faults import free_port, ledger
 from tests.processes import feedworker, wait_for
 from tests.test_run import feedworker_run, stop, user_env
-from worker.finalize import report_name
+from worker.watching.finalize import report_name
 
 pytestmark = pytest.mark.slow
 

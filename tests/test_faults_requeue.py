@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-from tasks.models import Item
-from tasks.records import Drop, normalize
-from tasks.store import Store, now
-from worker.enqueue import Enqueuer
+from tasks.link.records import Drop, normalize
+from tasks.parse.models import Item
+from tasks.store.ledger import Store, now
 from worker.settings import Settings
+from worker.watching.enqueue import Enqueuer
 
 
 def _queued(store: Store, tmp_path: Path, n: int) -> Drop:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from worker.finalize import finalize, find_moved, move_no_clobber
+from worker.watching.finalize import finalize, find_moved, move_no_clobber
 
 FINISHED = datetime(2024, 3, 9, 23, 59, tzinfo=UTC)
 

@@ -14,10 +14,10 @@ import pytest
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
 from tasks.names import escape, escaped_path
-from tasks.parsing import read_drop
-from worker.finalize import NAME_MAX, finalize, move_at, report_name, write_error_report
-from worker.folders import Folders
-from worker.safedir import Tampered, opened
+from tasks.parse.parsing import read_drop
+from worker.watching.finalize import NAME_MAX, finalize, move_at, report_name, write_error_report
+from worker.watching.folders import Folders
+from worker.watching.safedir import Tampered, opened
 
 FINISHED = datetime(2024, 3, 9, 23, 59, tzinfo=UTC)
 DAY = "2024-03-09"
@@ -200,7 +200,7 @@ def test_a_hard_linked_drop_is_refused_alone(tmp_path: Path) -> None:
 
 
 def test_a_reserved_folder_configured_inside_the_drop_folder_is_never_scanned(tmp_path: Path) -> None:
-    from worker.dropfiles import walk
+    from worker.watching.dropfiles import walk
 
     root = tmp_path / "drops"
     folders = Folders.of(root, processed=root / "done")
@@ -211,7 +211,7 @@ def test_a_reserved_folder_configured_inside_the_drop_folder_is_never_scanned(tm
 
 
 def test_a_drop_whose_folder_becomes_a_link_loop_is_dropped_not_fatal(tmp_path: Path) -> None:
-    from worker.settle import SettleTracker
+    from worker.watching.settle import SettleTracker
 
     root = tmp_path / "drops"
     (root / "sub").mkdir(parents=True)
@@ -225,7 +225,7 @@ def test_a_drop_whose_folder_becomes_a_link_loop_is_dropped_not_fatal(tmp_path: 
 
 def test_a_tampered_folder_is_said_once_and_shown_to_status(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                             ) -> None:
-    from worker.tamper import TamperLog, tampered_folders
+    from worker.watching.tamper import TamperLog, tampered_folders
 
     state = tmp_path / ".feedworker"
     log = TamperLog(tmp_path / "drops", state)

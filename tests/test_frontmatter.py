@@ -1,4 +1,4 @@
-"""Front-matter splitting (tasks.frontmatter): the fence rules of docs/format.md, table-driven."""
+"""Front-matter splitting (tasks.parse.frontmatter): the fence rules of docs/format.md, table-driven."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.frontmatter import FrontMatterError, split_front_matter
+from tasks.parse.frontmatter import FrontMatterError, split_front_matter
 
 SEED = Path(__file__).parent / "data" / "drops" / "000_fb3687fbf0a8c61d.txt"
 

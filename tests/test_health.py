@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.migrate import head_revision
+from tasks.store.migrate import head_revision
 from tests.processes import celery_worker, env_for, feedworker, wait_for
 
 DEAD_BROKER = "redis://127.0.0.1:1/0"  # nothing listens on port 1

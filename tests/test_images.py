@@ -29,8 +29,9 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image
 
-from tasks.images import ImageChecker, ImageResult
+from tasks.images.checker import ImageChecker
 from tasks.limits import ImageLimits
+from tasks.shapes import ImageResult
 
 LOOPBACK = ["127.0.0.1/32"]
 

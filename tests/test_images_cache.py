@@ -12,8 +12,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tasks.imagecache import OutcomeCache
-from tasks.images import ImageChecker, ImageResult
+from tasks.images.cache import OutcomeCache
+from tasks.images.checker import ImageChecker
+from tasks.shapes import ImageResult
 from tests.test_images import Host, limits
 
 SCOPE = "allow=127.0.0.1/32;ports 1-65535 (images.allow_ports)"  # what the checker keys its answers by
@@ -116,7 +117,7 @@ def test_redis_down_means_checking_without_the_cache_and_not_asking_again_for_a_
 
 
 def test_memory_cache_answers_a_second_call_and_follows_the_same_rules(host: Host) -> None:
-    from tasks.imagecache import MemoryOutcomeCache
+    from tasks.images.cache import MemoryOutcomeCache
 
     cache = MemoryOutcomeCache(max_entries=100)
     ok, gone, not_image = host.url("/ok/6/6/a.png"), host.url("/status/404/b.png"), host.url("/html/c.png")
@@ -131,7 +132,7 @@ def test_memory_cache_answers_a_second_call_and_follows_the_same_rules(host: Hos
 def test_memory_cache_is_bounded_and_forgets_expired_answers() -> None:
     import time
 
-    from tasks.imagecache import MemoryOutcomeCache
+    from tasks.images.cache import MemoryOutcomeCache
 
     result: ImageResult = {"status": "ok", "width": 1, "height": 1, "http_status": 200,
                            "content_type": "image/png", "reason": None}
@@ -149,8 +150,8 @@ def test_memory_cache_is_bounded_and_forgets_expired_answers() -> None:
 
 
 def test_the_checker_caches_in_memory_when_there_is_no_redis(redis_url: str) -> None:
-    from tasks.imagecache import MemoryOutcomeCache
-    from worker.resources import make_checker
+    from tasks.images.cache import MemoryOutcomeCache
+    from worker.running.resources import make_checker
     from worker.settings import Settings
 
     with make_checker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/")) as checker:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tasks.imagesniff import ImageSize, NotAnImage, sniff, sniff_complete
+from tasks.images.sniff import ImageSize, NotAnImage, sniff, sniff_complete
 
 
 def save(image: Image.Image, fmt: str, **kw: Any) -> bytes:

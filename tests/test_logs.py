@@ -19,7 +19,7 @@ from pytest_httpserver import HTTPServer
 from tests.imagehost import serve_images
 from tests.processes import celery_worker, env_for, feedworker
 from tests.test_metrics import EXCERPT, SECURED, write_drops
-from worker.logs import JsonFormatter, TextFormatter
+from worker.observing.logs import JsonFormatter, TextFormatter
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
-"""worker/lostdrops.py against a real Redis: which drops the broker's messages still carry, and no verdict at all
-while the queue is too long to read."""
+"""worker/watching/lostdrops.py against a real Redis: which drops the broker's messages still carry, and no
+verdict at all while the queue is too long to read."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from tests.faults import control_app
-from worker import lostdrops
+from worker.watching import lostdrops
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@
   directory (the shape of `feedworker run`: an enqueuing process and forked workers, one endpoint): the counters
   move by exactly the right amounts (20 drops, 3 refused: published 17, failed 3 with their stages), and the
   values come from several processes.
-- :func:`worker.metrics.serve` (what `run` / `watch` call) reads the ledger and broker at scrape time: backlog,
-  oldest queued drop, queue depth, workers; and answers /livez and /readyz.
+- :func:`worker.observing.metrics.serve` (what `run` / `watch` call) reads the ledger and broker at scrape time:
+  backlog, oldest queued drop, queue depth, workers; and answers /livez and /readyz.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ def test_counters_move_by_the_right_amounts_during_an_ingest(tmp_path: Path, bro
 @pytest.mark.slow
 def test_served_ledger_gauges_and_health(tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve` as `run` calls it: a real stale backlog (enqueued, no worker running) shows in the gauges."""
-    from worker.metrics import serve
+    from worker.observing.metricserver import serve
     from worker.settings import Settings
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
@@ -193,7 +193,7 @@ def test_served_ledger_gauges_and_health(tmp_path: Path, broker: str, monkeypatc
     settings = Settings(broker_url=broker, store_url=store_url)
     server = serve(0, "127.0.0.1", settings)
     try:
-        from worker import metrics
+        from worker.observing import metrics
 
         metrics.drops_discovered("watch", 4)  # this process's own counters are served too
         time.sleep(0.3)
@@ -215,7 +215,7 @@ def test_served_ledger_gauges_and_health(tmp_path: Path, broker: str, monkeypatc
 
 def test_readyz_answers_503_on_a_store_without_schema(tmp_path: Path, broker: str,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    from worker.metrics import serve
+    from worker.observing.metricserver import serve
     from worker.settings import Settings
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
@@ -235,7 +235,7 @@ def test_readyz_answers_503_on_a_store_without_schema(tmp_path: Path, broker: st
 
 
 def test_label_values_are_bounded() -> None:
-    from worker.metrics import STAGES, bounded
+    from worker.observing.metrics import STAGES, bounded
 
     assert bounded("parse", STAGES) == "parse"
     assert bounded("/drops/000_abc.txt", STAGES) == "other"

@@ -17,10 +17,10 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from tasks.names import display, escape, escaped_path, os_path, unescape
-from tasks.store import Store
-from worker import status as status_mod
+from tasks.store.ledger import Store
 from worker.cli import main
-from worker.logs import JsonFormatter, TextFormatter
+from worker.observing import status as status_mod
+from worker.observing.logs import JsonFormatter, TextFormatter
 
 HOSTILE = [
     os.fsdecode(b"caf\xe9.txt"),  # Latin-1, not UTF-8

@@ -10,7 +10,7 @@ import pytest
 import yarl
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from tasks.netguard import (
+from tasks.images.guard import (
     GuardedResolver,
     PolicyRefusal,
     address_refusal,

@@ -1,4 +1,4 @@
-"""The parsing layer (tasks.parsing): drop bytes -> a validated Item, or a refusal naming file, field and reason.
+"""The parsing layer (tasks.parse.parsing): drop bytes -> a validated Item, or a refusal naming file, field and reason.
 
 Table-driven: each refusal with the words its message must hold, each acceptance with the item it must give.
 Real sample drops live in tests/data/drops/ (the seed, the seed spelled three other ways, hostile files).
@@ -22,9 +22,9 @@ import yaml
 
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
-from tasks.models import Item
-from tasks.parsing import jsonable, parse_drop, read_drop, source_id
-from tasks.yamlsafe import FrontMatterLoader, UnsafeYaml, _build_tree, _depth_bound, _SlowPath
+from tasks.parse.models import Item
+from tasks.parse.parsing import jsonable, parse_drop, read_drop, source_id
+from tasks.parse.yamlsafe import FrontMatterLoader, UnsafeYaml, _build_tree, _depth_bound, _SlowPath
 
 DROPS = Path(__file__).parent / "data" / "drops"
 SEED = DROPS / "000_fb3687fbf0a8c61d.txt"

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
+from tasks.images.guard import PolicyRefusal, address_refusal, guarded_socket, judge_url
 from tasks.limits import ImageLimits
-from tasks.netguard import PolicyRefusal, address_refusal, guarded_socket, judge_url
 from tests.test_images import Host, StaticResolver, b64, check_one
 from worker.settings import Settings
 

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from tasks.limits import ParseLimits
-from tasks.models import Item
-from tasks.parsing import parse_drop
-from tasks.records import Drop, normalize, stub_drafts
+from tasks.link.records import Drop, normalize, stub_drafts
+from tasks.parse.models import Item
+from tasks.parse.parsing import parse_drop
 
 DROPS = Path(__file__).parent / "data" / "drops"
 

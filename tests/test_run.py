@@ -25,7 +25,7 @@ from werkzeug import Request, Response
 from tests.corpus import write_corpus
 from tests.imagehost import png, serve_images
 from tests.processes import BIN, feedworker, wait_for
-from worker.broker import ping
+from worker.running.broker import ping
 
 pytestmark = pytest.mark.slow
 

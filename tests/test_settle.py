@@ -6,7 +6,7 @@ import os
 import time
 from pathlib import Path
 
-from worker.settle import SettleTracker
+from worker.watching.settle import SettleTracker
 
 
 def test_quiet_for_the_settle_time(tmp_path: Path) -> None:

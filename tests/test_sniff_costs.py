@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tasks.imagesniff import ImageSize, NotAnImage, Sniffer, sniff, sniff_complete
+from tasks.images.sniff import ImageSize, NotAnImage, Sniffer, sniff, sniff_complete
 from tests.test_images import Host, check_one
 from tests.test_imagesniff import SAMPLES
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tasks.store import Store
+from tasks.store.ledger import Store
 from tests.processes import celery_worker, env_for, feedworker, wait_for
 from tests.test_metrics import write_drops
 
@@ -69,7 +69,7 @@ def test_exit_code_follows_the_oldest_queued_drop(tmp_path: Path, broker: str) -
 
 
 def test_recent_failures_are_the_five_newest(tmp_path: Path, broker: str) -> None:
-    from tasks.migrate import upgrade
+    from tasks.store.migrate import upgrade
 
     store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
     upgrade(store)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tasks.migrate import is_current, upgrade
-from tasks.models import Item
+from tasks.link.records import Drop, Normalized, normalize
+from tasks.parse.models import Item
 from tasks.pipeline import Batch, Failure
-from tasks.records import Drop, Normalized, normalize
-from tasks.store import Store
+from tasks.store.ledger import Store
+from tasks.store.migrate import is_current, upgrade
 
 SECURED = ("P9C+Wo7uXjFqUO/1D/5pBdIuOrSRbxkhLNxWqOpk1cSml5z2DKS1KZxUh3kZiRHK4qC98Q1avEKp2OCMg4HV3/7e=="
            ";JtQtSI/GKvSP0uK3eEHwlA==")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.models import Item
+from tasks.link.records import Drop, Normalized, normalize
+from tasks.parse.models import Item
 from tasks.pipeline import Failure
-from tasks.records import Drop, Normalized, normalize
-from tasks.store import Store, json_text
+from tasks.store.ledger import Store, json_text
 
 
 def norm(url: str, title: str, n: int, related: list[dict[str, Any]] | None = None) -> Normalized:

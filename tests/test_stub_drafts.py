@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tasks.models import Item
-from tasks.records import Drop, attach_images, normalize, stub_drafts
+from tasks.link.records import Drop, attach_images, normalize, stub_drafts
+from tasks.parse.models import Item
+from tasks.shapes import ImageResult
 
-IMAGE_OK = {"status": "ok", "width": 10, "height": 20, "http_status": 206, "content_type": "image/png",
-            "reason": None}
+IMAGE_OK = ImageResult(status="ok", width=10, height=20, http_status=206, content_type="image/png", reason=None)
 
 
 def test_a_stub_is_its_citation_as_a_record() -> None:

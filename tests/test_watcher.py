@@ -24,13 +24,13 @@ import redis
 from kombu.serialization import loads as kombu_loads
 from sqlalchemy import select
 
-from tasks.migrate import upgrade
-from tasks.schema import drops
-from tasks.store import Store
+from tasks.store.ledger import Store
+from tasks.store.migrate import upgrade
+from tasks.store.schema import drops
 from tests.processes import BIN, celery_worker, env_for, export, feedworker, wait_for
-from worker.celery_app import make_app
+from worker.app.celery_app import make_app
 from worker.settings import Settings, WatchSettings
-from worker.watcher import DropWatcher
+from worker.watching.watcher import DropWatcher
 
 GOOD = "---\ntitle: {title}\nwebUrl: https://news.test/{slug}\nquality: 5\n---\nbody\n"
 

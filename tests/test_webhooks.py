@@ -14,10 +14,10 @@ import pytest
 import redis
 from sqlalchemy import update
 
-from tasks.changes import read
-from tasks.schema import webhook_state
-from tasks.store import Store, now
-from tasks.webhooks import Endpoint, Result, deliver, ensure, held, sign, states
+from tasks.store.changes import read
+from tasks.store.ledger import Store, now
+from tasks.store.schema import webhook_state
+from tasks.store.webhooks import Endpoint, Result, deliver, ensure, held, sign, states
 from tests.changecheck import read_changes, write_drops
 from tests.conftest import fresh_pg_database
 from tests.hookreceiver import Receiver

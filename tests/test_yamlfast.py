@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 from tasks.errors import DropRejected
-from tasks.frontmatter import split_front_matter
 from tasks.limits import ParseLimits
-from tasks.parsing import parse_drop
-from tasks.yamlfast import fast_tree
-from tasks.yamlsafe import UnsafeYaml, _load_with_libyaml, _may_exceed, _plain_value, load_front_matter
+from tasks.parse.frontmatter import split_front_matter
+from tasks.parse.parsing import parse_drop
+from tasks.parse.yamlfast import fast_tree
+from tasks.parse.yamlsafe import UnsafeYaml, _load_with_libyaml, _may_exceed, _plain_value, load_front_matter
 
 DROPS = Path(__file__).parent / "data" / "drops"
 SEED = DROPS / "000_fb3687fbf0a8c61d.txt"

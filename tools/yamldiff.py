@@ -1,9 +1,9 @@
-"""The offline differential check of the YAML fast path (``tasks.yamlfast``) against libyaml.
+"""The offline differential check of the YAML fast path (``tasks.parse.yamlfast``) against libyaml.
 
     python -m tools.yamldiff [--count 100000] [--seed 1] [--max-seconds 600]
 
 The parse stage reads common front matter with a fast path in Python and hands everything else to libyaml
-(``tasks.yamlsafe``). The fast path is correct only if, whenever it answers, libyaml + the project's loader
+(``tasks.parse.yamlsafe``). The fast path is correct only if, whenever it answers, libyaml + the project's loader
 build exactly the same data: the same values, the same types all the way down (``True`` is not ``1``) and the
 same key order. This tool generates drops in the producers' shape (the seed drop of ``tests/data/drops`` and
 drops like the corpus generator writes), mutates each at random (characters YAML gives meaning to, deletions,
@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.frontmatter import split_front_matter
 from tasks.limits import ParseLimits
-from tasks.yamlfast import fast_tree
-from tasks.yamlsafe import UnsafeYaml, _load_with_libyaml, _plain_value
+from tasks.parse.frontmatter import split_front_matter
+from tasks.parse.yamlfast import fast_tree
+from tasks.parse.yamlsafe import UnsafeYaml, _load_with_libyaml, _plain_value
 
 SEED_DROP = Path(__file__).resolve().parent.parent / "tests" / "data" / "drops" / "000_fb3687fbf0a8c61d.txt"
 LIMITS = ParseLimits()

@@ -14,7 +14,7 @@ from worker.settings import Settings, get_settings
 
 
 def _settings() -> Settings:
-    from worker.logs import setup_logging
+    from worker.observing.logs import setup_logging
 
     settings = get_settings()
     setup_logging(settings)
@@ -22,8 +22,8 @@ def _settings() -> Settings:
 
 
 def _store(settings: Settings) -> Any:
-    from tasks.migrate import upgrade
-    from tasks.store import Store
+    from tasks.store.ledger import Store
+    from tasks.store.migrate import upgrade
 
     store = Store(settings.store_url)
     upgrade(store)
@@ -55,8 +55,8 @@ def migrate() -> None:
 @click.option("--json", "as_json", is_flag=True, help='Print {"published": n, "unchanged": n, "failed": n}.')
 def ingest(paths: tuple[Path, ...], wait: bool, as_json: bool) -> None:
     """Enqueue files or folders once (backfill)."""
-    from worker.broker import broker_url
-    from worker.ingest import ingest as run_ingest
+    from worker.running.broker import broker_url
+    from worker.running.ingest import ingest as run_ingest
 
     settings = _settings()
     broker_url(settings)  # fail early, with what to do, when there is no broker
@@ -104,9 +104,9 @@ def status(as_json: bool, max_age: float) -> None:
 
     Exit code: 0 healthy, 2 the oldest waiting drop is older than --max-age, 1 the store or broker is unreachable.
     """
-    from tasks.store import Store
-    from worker.celery_app import app
-    from worker.status import exit_code, gather, render
+    from tasks.store.ledger import Store
+    from worker.app.celery_app import app
+    from worker.observing.status import exit_code, gather, render
 
     settings = _settings()
     store = Store(settings.store_url)  # read only: status never migrates (a wrong folder must not get a store)
@@ -141,8 +141,8 @@ def health() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
 def live(worker_name: str | None, as_json: bool) -> None:
     """Liveness: the broker answers (and the named worker answers a ping)."""
-    from worker.celery_app import app
-    from worker.health import liveness
+    from worker.app.celery_app import app
+    from worker.observing.health import liveness
 
     _report(liveness(_settings(), app, worker_name), as_json)
 
@@ -151,8 +151,8 @@ def live(worker_name: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
 def ready(as_json: bool) -> None:
     """Readiness: the store answers and its schema is current."""
-    from tasks.store import Store
-    from worker.health import readiness
+    from tasks.store.ledger import Store
+    from worker.observing.health import readiness
 
     store = Store(_settings().store_url)
     try:
@@ -163,8 +163,8 @@ def ready(as_json: bool) -> None:
 
 
 def _report(checks: Any, as_json: bool) -> None:
-    from worker.health import as_json as checks_json
-    from worker.health import as_text, healthy
+    from worker.observing.health import as_json as checks_json
+    from worker.observing.health import as_text, healthy
 
     click.echo(checks_json(checks) if as_json else as_text(checks))
     sys.exit(0 if healthy(checks) else 1)
@@ -173,9 +173,9 @@ def _report(checks: Any, as_json: bool) -> None:
 @main.command()
 def replay() -> None:
     """Re-enqueue failed drops (after a fix or a config change)."""
-    from worker.broker import broker_url
-    from worker.celery_app import app
-    from worker.enqueue import Enqueuer
+    from worker.app.celery_app import app
+    from worker.running.broker import broker_url
+    from worker.watching.enqueue import Enqueuer
 
     settings = _settings()
     broker_url(settings)
@@ -192,8 +192,8 @@ def replay() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def trace(name_or_path: str, as_json: bool) -> None:
     """What happened to a file: discovered, queued, each delivery (and split), outcome, record, where it went."""
-    from worker.trace import render
-    from worker.trace import trace as lineage
+    from worker.observing.trace import render
+    from worker.observing.trace import trace as lineage
 
     store = _reader(_settings())
     try:
@@ -211,7 +211,7 @@ def trace(name_or_path: str, as_json: bool) -> None:
 def run(drop_dir: Path, flower: bool, concurrency: int | None) -> None:
     """The main job: watcher + worker pool (+ Flower), supervised. Ctrl-C / SIGTERM stops cleanly."""
     from worker.preflight import drop_folder
-    from worker.supervisor import run_main
+    from worker.running.supervisor import run_main
 
     settings = _settings()
     drop_folder(drop_dir, create=False)  # a typo in a parent folder is refused before anything is made
@@ -224,7 +224,7 @@ def run(drop_dir: Path, flower: bool, concurrency: int | None) -> None:
 @click.argument("drop_dir", type=click.Path(file_okay=False, path_type=Path))
 def watch(drop_dir: Path) -> None:
     """The watcher alone: enqueue drops from DROP_DIR (workers run elsewhere)."""
-    from worker.watcher import watch_main
+    from worker.watching.watcher import watch_main
 
     sys.exit(watch_main(_settings(), drop_dir))
 
@@ -243,7 +243,7 @@ def worker(ctx: click.Context) -> None:
 @click.option("--limit", type=click.IntRange(min=1), help="Stop after N changes.")
 def changes(since: str | None, follow: bool, limit: int | None) -> None:
     """Every record change after CURSOR, oldest first, one JSON object a line (exit 2: a bad cursor)."""
-    from worker.changefeed import run_changes
+    from worker.observing.changefeed import run_changes
 
     store = _store(_settings())
     try:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.errors import FeedworkerError
-from tasks.store import Store
+from tasks.store.ledger import Store
 
 
 class NotReadable(FeedworkerError):
@@ -23,7 +23,7 @@ class BadDropFolder(FeedworkerError):
 
 def open_for_reading(url: str) -> Store:
     """The store at ``url``, opened to read: raises :class:`NotReadable` when it is missing or not current."""
-    from worker.status import missing_sqlite_file
+    from worker.observing.status import missing_sqlite_file
 
     store = Store(url)
     try:
@@ -41,7 +41,7 @@ def schema_behind(store: Store) -> str | None:
     """Why the store's schema isn't the one this code reads (with what to run), or None when it is."""
     from alembic.script import ScriptDirectory
 
-    from tasks.migrate import MIGRATIONS, current_revision, head_revision
+    from tasks.store.migrate import MIGRATIONS, current_revision, head_revision
 
     current, head = current_revision(store), head_revision()
     if current == head:

@@ -1,0 +1,3 @@
+"""Seeing what the worker does: Prometheus metrics, health checks, `status`, logs, broker probes, `trace`, and
+the change feed reader.
+"""

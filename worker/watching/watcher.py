@@ -1,0 +1,480 @@
+"""`feedworker watch DROP_DIR`: turn files dropped into a folder into queued drops, then put them away.
+
+One loop, one thread, fed by three sources:
+- inotify events (watchdog): a file renamed into the folder is complete at once and goes out within the batch
+  window; a file written in place waits for the settle rules (worker/watching/settle.py);
+- a reconciling scan at start and every ``rescan_seconds``, walked a slice at a time between events: it finds
+  what arrived while the watcher was down, what an event overflow lost, and everything on file systems without
+  events (NFS, bind mounts);
+- the ledger: finished drops are moved to ``processed/YYYY-MM-DD/`` or ``failed/`` (worker/watching/finalize.py) once
+  their outcome has committed, and drops queued too long with no outcome (a lost task) are sent again.
+
+Nothing is marked on disk: the ledger is the only record (no lock files that could block a file forever). A drop
+is keyed by (folder, path, size, mtime), the same for every watcher of one folder, so a rescan or a second
+watcher never enqueues a file twice. Symlinks are never followed, so nothing outside the folder is read.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from celery import Celery
+from watchdog.events import (
+    EVENT_TYPE_CLOSED,
+    EVENT_TYPE_CREATED,
+    EVENT_TYPE_DELETED,
+    EVENT_TYPE_MODIFIED,
+    EVENT_TYPE_MOVED,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers.inotify import InotifyObserver
+
+from tasks.names import display, escape, escaped_path
+from tasks.store.ledger import Store, now
+from worker.observing.probes import queue_depth
+from worker.settings import Settings, WatchSettings
+from worker.watching.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
+from worker.watching.enqueue import Enqueuer
+from worker.watching.finalize import finalize, find_moved
+from worker.watching.folders import Folders
+from worker.watching.safedir import Tampered
+from worker.watching.settle import SettleTracker
+from worker.watching.tamper import TamperLog
+
+logger = logging.getLogger(__name__)
+
+ORIGIN = "watch"
+FINALIZE_EVERY = 0.5  # seconds between ledger polls for finished drops
+SCAN_SLICE = 500  # directory entries walked per loop turn, so events are never held up by a long scan
+MISSING_GRACE = 30.0  # a finished drop whose file is gone: wait for another watcher's move before giving up
+RETRY_AFTER = 1.0  # after a store or broker error
+HOLD_MAX = 0.25  # seconds a batch may wait for company while the workers are behind
+BEHIND_DEPTH = 4  # messages waiting in the queue that mean "behind" (a chain's next stage waits there briefly)
+
+
+class _Queue(FileSystemEventHandler):
+    """watchdog's thread hands events to the loop's thread."""
+
+    def __init__(self, events: queue.Queue[FileSystemEvent]) -> None:
+        self.events = events
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        self.events.put(event)
+
+
+class DropWatcher:
+    """Watches one drop folder and feeds an Enqueuer: ``run`` until ``stop()``."""
+
+    def __init__(self, root: Path, watch: WatchSettings, store: Store, app: Celery, settings: Settings) -> None:
+        self.root = root.resolve()
+        self.folders = Folders.of(self.root, watch.processed_dir, watch.failed_dir)
+        self._inside = self.folders.inside()  # reserved folders configured inside the drop folder: never drops
+        self.tamper = TamperLog(self.root, settings.state_dir.absolute())
+        self.cfg, self.store = watch, store
+        self.scope = f"watch:{self.root}"
+        self.app = app
+        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root)
+        self.tracker = SettleTracker(watch.settle_seconds)
+        self.events: queue.Queue[FileSystemEvent] = queue.Queue()
+        self.batch: dict[Path, None] = {}  # ready files, in arrival order
+        self.batch_started: float | None = None
+        self._recheck_at = 0.0  # a held batch looks at the queue again then
+        self._last_sent = -1e9  # when the last batch went out
+        self.retry: list[Path] = []  # a batch whose submit failed part-way
+        self.known: set[str] = set()  # keys the ledger holds: a rescan skips them without a query
+        self.missing_since: dict[str, float] = {}
+        self.move_failed: set[str] = set()  # drops whose file could not be moved yet: said once, retried
+        self.symlinks: set[Path] = set()  # already reported
+        self._scan: Iterator[os.DirEntry[str]] | None = None
+        self._next_scan = self._next_finalize = self._next_requeue = 0.0
+        self._pause_until = 0.0
+        self._failing = False
+        self.stopping = threading.Event()
+
+    def stop(self) -> None:
+        """Ask ``run`` to return (from any thread): it sends what is complete, then stops."""
+        self.stopping.set()
+        self.events.put(FileSystemEvent(""))  # wake the loop now rather than at its next deadline
+
+    # -- the loop ------------------------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.app.set_current()  # Celery's current app is per thread: the tasks' signatures must find ours
+        observer = InotifyObserver(timeout=0.1, generate_full_events=True)  # full: a move in from outside is a move
+        observer.schedule(_Queue(self.events), str(self.root), recursive=self.cfg.recursive, follow_symlink=False,
+                          event_filter=[FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
+                                        FileDeletedEvent])
+        observer.start()  # events first, then the scan: nothing can fall between them
+        logger.info("watching %s (settle %.2f s, rescan every %.0f s, after: %s)", self.root,
+                    self.cfg.settle_seconds, self.cfg.rescan_seconds, self.cfg.after)
+        try:
+            while not self.stopping.is_set():
+                self.turn(wait=True)
+            # What is complete goes out now; if it can't, the next start finds it (files by the scan, drops
+            # registered but unsent by the lost-task requeue).
+            self._guarded(lambda now_m: self._flush(now_m, force=True), time.monotonic())
+        finally:
+            observer.stop()
+            observer.join(5)
+
+    def turn(self, wait: bool = False) -> None:
+        """One pass: take events, check pending files, walk a slice of the scan, flush, finalize, requeue."""
+        if wait:
+            self._take_events(timeout=self._sleep_for())
+        else:
+            self._take_events(timeout=0)
+        now_m = time.monotonic()
+        for path in self.tracker.due(now_m):
+            self._ready(path, now_m)
+        if now_m >= self._pause_until:
+            self._guarded(self._periodic, now_m)
+
+    def _periodic(self, now_m: float) -> None:
+        if self._scan is None and now_m >= self._next_scan:
+            self._scan = walk(self.root, self.cfg.recursive, skip_reserved=True, skip=self._inside)
+            self._next_scan = now_m + self.cfg.rescan_seconds
+        if self._scan is not None:
+            self._scan_slice(now_m)
+        self._flush(now_m)
+        if now_m >= self._next_finalize:
+            self._next_finalize = now_m + FINALIZE_EVERY
+            self.finalize_finished()
+        if now_m >= self._next_requeue:
+            self._next_requeue = now_m + min(30.0, self.cfg.requeue_after_seconds / 2)
+            self.requeue_lost()
+
+    def _guarded(self, step: Any, now_m: float) -> None:
+        """Store and broker outages pause the loop; nothing taken is dropped (the batch waits, or is retried)."""
+        try:
+            step(now_m)
+        except Exception as exc:
+            if not self._failing:  # the whole story once; then a line per retry until it recovers
+                logger.exception("watcher: store or broker error; retrying every %.0f s", RETRY_AFTER)
+            else:
+                logger.warning("watcher: still failing: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
+            self._failing = True
+            self._pause_until = time.monotonic() + RETRY_AFTER
+            return
+        if self._failing:
+            logger.info("watcher: store and broker reachable again")
+            self._failing = False
+
+    def _sleep_for(self) -> float:
+        now_m = time.monotonic()
+        if now_m < self._pause_until:
+            return min(1.0, self._pause_until - now_m)  # events still wake us; periodic work waits
+        if self._scan is not None or self.retry:
+            return 0.0
+        deadlines = [self._next_scan, self._next_finalize, self._next_requeue]
+        if self.batch_started is not None:
+            deadlines.append(max(self.batch_started + self.cfg.batch_window_ms / 1000, self._recheck_at))
+        pending = self.tracker.next_deadline()
+        if pending is not None:
+            deadlines.append(pending)
+        return min(1.0, max(0.0, min(deadlines) - now_m))
+
+    # -- events --------------------------------------------------------------------------------------------------
+
+    def _take_events(self, timeout: float) -> None:
+        try:
+            event = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            self._on_event(event)
+            try:
+                event = self.events.get_nowait()
+            except queue.Empty:
+                return
+
+    def _on_event(self, event: FileSystemEvent) -> None:
+        if event.is_directory or (not event.src_path and not event.dest_path):
+            return  # a folder moved in brings created events for its files (and the next scan walks it)
+        now_m = time.monotonic()
+        kind, src = event.event_type, _path(event.src_path)
+        if kind == EVENT_TYPE_MOVED:
+            if src is not None:
+                self.tracker.forget(src)
+            dest = _path(event.dest_path)
+            if dest is not None and self.in_scope(dest):
+                self._ready(dest, now_m)  # renamed into place: complete now
+            return
+        if src is None or not self.in_scope(src):
+            return
+        if kind == EVENT_TYPE_CREATED:
+            self.tracker.created(src, now_m)
+        elif kind == EVENT_TYPE_MODIFIED:
+            self.tracker.written(src, now_m)
+        elif kind == EVENT_TYPE_CLOSED:
+            self.tracker.closed(src, now_m)
+        elif kind == EVENT_TYPE_DELETED:
+            self.tracker.forget(src)
+            self.batch.pop(src, None)
+
+    def in_scope(self, path: Path) -> bool:
+        """A drop's name, below the root, not hidden or temporary at any level, not in processed/ or failed/."""
+        try:
+            parts = path.relative_to(self.root).parts
+        except ValueError:
+            return False
+        if not parts or not all(is_candidate(p) for p in parts):
+            return False
+        if self._inside and any(path.is_relative_to(r) for r in self._inside):
+            return False
+        return not (len(parts) > 1 and (not self.cfg.recursive or parts[0] in RESERVED_DIRS))
+
+    # -- the scan ------------------------------------------------------------------------------------------------
+
+    def _scan_slice(self, now_m: float) -> None:
+        assert self._scan is not None
+        found: dict[str, tuple[Path, os.stat_result]] = {}
+        for _ in range(SCAN_SLICE):
+            entry = next(self._scan, None)
+            if entry is None:
+                self._scan = None
+                break
+            path = Path(entry.path)
+            if path in self.tracker or path in self.batch:
+                continue
+            if entry.is_symlink():
+                self._skip_symlink(path)
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:  # gone, or in a folder we may list but not search: never a reason to stall the scan
+                continue
+            key = self.key(path, st)
+            if key not in self.known:
+                found[key] = (path, st)
+        if found:
+            self.known.update(self.store.known_keys(found))
+            wall = time.time()
+            for key, (path, st) in found.items():
+                if key not in self.known:
+                    self.tracker.seen(path, st, now_m, wall)
+
+    def _skip_symlink(self, path: Path) -> None:
+        """Symlinks are never followed, so never drops: said once per path (a rescan meets them again)."""
+        if path not in self.symlinks and len(self.symlinks) < 10_000:
+            self.symlinks.add(path)
+            logger.warning("ignoring %s: a symbolic link (drops must be regular files; links are not followed)",
+                           escaped_path(path), extra={"file": escape(path.name)})
+
+    def key(self, path: Path, st: os.stat_result) -> str:
+        return drop_key(self.scope, path, st.st_size, st.st_mtime_ns)
+
+    # -- batching and sending --------------------------------------------------------------------------------------
+
+    def _ready(self, path: Path, now_m: float) -> None:
+        self.tracker.forget(path)
+        try:
+            st = path.lstat()
+        except OSError:  # gone (or unreachable): nothing to send
+            return
+        if stat.S_ISLNK(st.st_mode):
+            self._skip_symlink(path)
+            return
+        if not stat.S_ISREG(st.st_mode) or self.key(path, st) in self.known:
+            return
+        self.batch[path] = None
+        if self.batch_started is None:
+            self.batch_started = now_m
+
+    def _flush(self, now_m: float, force: bool = False) -> None:
+        if self.retry:
+            self._resubmit()
+        if not self.batch or self.batch_started is None:
+            return
+        window = self.cfg.batch_window_ms / 1000
+        if not force and len(self.batch) < self.cfg.batch_max:
+            if now_m < self._recheck_at:
+                return
+            # A file that arrives after a quiet window goes out at once (nothing to wait for: Nagle's rule);
+            # files that follow it within the window wait for company until the window ends.
+            idle = self.batch_started >= self._last_sent + window
+            if not idle and now_m < self.batch_started + window:
+                return
+            if now_m < self.batch_started + HOLD_MAX and self._workers_behind():
+                self._recheck_at = now_m + window
+                return
+        paths = list(self.batch)
+        self.batch.clear()
+        self.batch_started = None
+        self._last_sent = now_m
+        for i in range(0, len(paths), self.cfg.batch_max):
+            self._submit(paths[i:i + self.cfg.batch_max])
+
+    def _workers_behind(self) -> bool:
+        """Messages are waiting in the queue: the workers are behind. A batch then waits (up to HOLD_MAX) for
+        company, so a burst costs fewer task chains (each chain has a fixed cost of three tasks) and the backlog
+        drains sooner; when the queue is empty, a batch goes out at the end of its window."""
+        with self.app.pool.acquire(block=True) as conn:  # pooled: no new connection per look
+            # Bounded: during a broker outage this raises at once (the loop pauses and retries) instead of
+            # blocking the loop in kombu's reconnect, which would also hold up stop() and finalization.
+            conn.ensure_connection(max_retries=1, interval_start=0.1, interval_step=0.1, interval_max=0.1)
+            return queue_depth(conn, self.app.conf.task_default_queue) >= BEHIND_DEPTH
+
+    def _submit(self, paths: list[Path]) -> None:
+        keys = self._keys(paths)
+        try:
+            sent = self.enq.submit(paths)
+        except Exception:
+            self.retry.extend(paths)  # some may be registered and not sent: _resubmit sorts that out
+            raise
+        self.known.update(keys.values())
+        if sent:
+            logger.debug("enqueued %d of %d files", sent, len(paths))
+
+    def _resubmit(self) -> None:
+        """Send again a batch whose submit failed: the drops it registered are sent from the ledger (a plain submit
+        would skip them as known), the others are submitted afresh."""
+        paths, self.retry = self.retry, []
+        keys = self._keys(paths)
+        registered = self.store.known_keys(keys.values())
+        rows = []
+        for path, key in keys.items():
+            if key in registered:
+                try:
+                    st = path.lstat()
+                except OSError:
+                    continue  # gone since: its drop is queued in the ledger and the requeue sends it
+                rows.append({"key": key, "name": escape(path.name), "path": escaped_path(path), "size": st.st_size,
+                             "mtime_ns": st.st_mtime_ns})
+        fresh = [p for p, k in keys.items() if k not in registered]
+        try:
+            if rows:
+                self.enq.resend(rows)
+            if fresh:
+                self.enq.submit(fresh)
+        except Exception:
+            self.retry = paths
+            raise
+        self.known.update(keys.values())
+
+    def _keys(self, paths: list[Path]) -> dict[Path, str]:
+        keys = {}
+        for path in paths:
+            try:
+                keys[path] = self.key(path, path.lstat())
+            except OSError:
+                continue
+        return keys
+
+    # -- after the outcome -------------------------------------------------------------------------------------------
+
+    def finalize_finished(self) -> int:
+        """Put away every finished drop of this folder whose file has not been moved yet; return how many."""
+        done = 0
+        problems = self.folders.check()
+        for row in self.store.finished_unfinalized(ORIGIN, under=self._prefix):
+            put = self._put_away(row, problems)
+            if put is None:
+                continue
+            action, final = put
+            self.store.mark_finalized(row["key"], escaped_path(final) if final else None)
+            self.missing_since.pop(row["key"], None)
+            if action != "kept":
+                self.known.discard(row["key"])  # its file left the folder: keep the set the folder's size
+            done += 1
+            logger.debug("finalized %s: %s", row["name"], action, extra={"file": row["name"]})
+        self.tamper.update(problems)
+        return done
+
+    def _put_away(self, row: dict[str, Any], problems: dict[str, str]) -> tuple[str, Path | None] | None:
+        """Finalize one drop: (action, where its file is now), or None when not now. Whatever goes wrong with
+        one drop's file is that drop's alone: it waits (said once), no other drop does."""
+        try:
+            result = finalize(self.folders, row, self.cfg.after)
+            final = result.final_path
+            if result.action == "missing":
+                final = find_moved(self.folders, row)
+                if final is None and not self._missing_long(row["key"]):
+                    return None
+        except Tampered as exc:  # said by the TamperLog, once; the outcome is in the ledger; retried
+            problems[escaped_path(exc.path)] = exc.why
+            return None
+        except Exception as exc:  # a read-only or full folder (OSError), or a bug
+            if row["key"] not in self.move_failed:
+                logger.warning("cannot put away %s yet: %s", row["name"], display(str(exc)),
+                               extra={"file": row["name"]}, exc_info=not isinstance(exc, OSError))
+                self.move_failed.add(row["key"])
+            return None
+        self.move_failed.discard(row["key"])
+        return result.action, final
+
+    def _missing_long(self, key: str) -> bool:
+        first = self.missing_since.setdefault(key, time.monotonic())
+        return time.monotonic() - first > MISSING_GRACE
+
+    def requeue_lost(self) -> int:
+        """Send again this folder's drops that were queued too long ago with no outcome (their task was lost)."""
+        cutoff = now() - timedelta(seconds=self.cfg.requeue_after_seconds)
+        rows = self.store.stale_queued(cutoff, under=self._prefix)
+        if rows:
+            logger.warning("re-enqueueing %d drops queued over %.0f s ago with no outcome", len(rows),
+                           self.cfg.requeue_after_seconds)
+            self.enq.resend(rows)
+        return len(rows)
+
+    @property
+    def _prefix(self) -> str:
+        """Paths of this folder's drops start with this (other watchers' folders share the ledger)."""
+        return escaped_path(self.root) + os.sep
+
+
+def _path(raw: bytes | str) -> Path | None:
+    if not raw:
+        return None
+    return Path(os.fsdecode(raw))
+
+
+def watch_main(settings: Settings, drop_dir: Path) -> int:
+    """`feedworker watch`: the watcher alone, until SIGTERM or Ctrl-C; 0 on a clean stop."""
+    from tasks.store.migrate import upgrade
+    from worker.app.celery_app import app
+    from worker.running.broker import broker_url
+
+    if not drop_dir.is_dir():
+        logger.error("%s is not a folder", drop_dir)
+        return 2
+    app.conf.broker_url = broker_url(settings)  # raises, saying what to do, when there is none
+    store = Store(settings.store_url)
+    upgrade(store)
+    metrics = None
+    if settings.metrics_port is not None:
+        from worker.observing.metricserver import serve
+
+        metrics = serve(settings.metrics_port, settings=settings)
+    watcher = DropWatcher(drop_dir, settings.watch, store, app, settings)
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        logger.info("watcher: %s received, stopping", signal.Signals(signum).name)
+        watcher.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        watcher.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
+        store.dispose()
+    return 0
