@@ -13,8 +13,9 @@ import pytest
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
 from tasks.parse.parsing import parse_drop
+from tasks.parse.yamlbuild import _plain_value
 from tasks.parse.yamlfast import fast_tree
-from tasks.parse.yamlsafe import _plain_value, load_front_matter
+from tasks.parse.yamlsafe import load_front_matter
 
 HEAD = "title: A title\nwebUrl: https://example.com/a\n"
 LIMITS = ParseLimits()

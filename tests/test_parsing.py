@@ -24,7 +24,9 @@ from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
 from tasks.parse.models import Item
 from tasks.parse.parsing import jsonable, parse_drop, read_drop, source_id
-from tasks.parse.yamlsafe import FrontMatterLoader, UnsafeYaml, _build_tree, _depth_bound, _SlowPath
+from tasks.parse.yamlbuild import _build_tree, _SlowPath
+from tasks.parse.yamllimits import _depth_bound
+from tasks.parse.yamlloader import FrontMatterLoader, UnsafeYaml
 
 DROPS = Path(__file__).parent / "data" / "drops"
 SEED = DROPS / "000_fb3687fbf0a8c61d.txt"

@@ -14,8 +14,11 @@ from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
 from tasks.parse.frontmatter import split_front_matter
 from tasks.parse.parsing import parse_drop
+from tasks.parse.yamlbuild import _plain_value
 from tasks.parse.yamlfast import fast_tree
-from tasks.parse.yamlsafe import UnsafeYaml, _load_with_libyaml, _may_exceed, _plain_value, load_front_matter
+from tasks.parse.yamllimits import _may_exceed
+from tasks.parse.yamlloader import UnsafeYaml
+from tasks.parse.yamlsafe import _load_with_libyaml, load_front_matter
 
 DROPS = Path(__file__).parent / "data" / "drops"
 SEED = DROPS / "000_fb3687fbf0a8c61d.txt"

@@ -27,8 +27,10 @@ from typing import Any
 
 from tasks.limits import ParseLimits
 from tasks.parse.frontmatter import split_front_matter
+from tasks.parse.yamlbuild import _plain_value
 from tasks.parse.yamlfast import fast_tree
-from tasks.parse.yamlsafe import UnsafeYaml, _load_with_libyaml, _plain_value
+from tasks.parse.yamlloader import UnsafeYaml
+from tasks.parse.yamlsafe import _load_with_libyaml
 
 SEED_DROP = Path(__file__).resolve().parent.parent / "tests" / "data" / "drops" / "000_fb3687fbf0a8c61d.txt"
 LIMITS = ParseLimits()

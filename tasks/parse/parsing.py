@@ -34,7 +34,8 @@ from tasks.limits import ParseLimits
 from tasks.names import escape
 from tasks.parse.frontmatter import FrontMatterError, split_front_matter
 from tasks.parse.models import Item
-from tasks.parse.yamlsafe import NUL_REASON, UnsafeYaml, field_path, load_front_matter
+from tasks.parse.yamlloader import NUL_REASON, UnsafeYaml, field_path
+from tasks.parse.yamlsafe import load_front_matter
 
 logger = logging.getLogger(__name__)
 
