@@ -4,13 +4,13 @@ parse (read + validate + normalize) -> verify (image checks) -> publish (link + 
 Payloads travel sealed: Flower and the worker log show a task's file names, never the drop's contents
 (the ``secured`` blob included), because the repr of a ``Sealed`` value lists only names.
 
-Each stage first counts its delivery (tasks/store/deliveries.py): a batch delivered again after its worker died, or one
-whose parse or verify passed the soft time limit, is split in two, each half a chain of its own, until the
-culprit is alone and failed (docs/delivery.md).
+Each stage first counts its delivery (tasks/store/deliveries.py): a batch delivered again after its worker died,
+or one whose parse or verify passed the soft time limit, is split in two, each half a chain of its own, until
+the culprit is alone and failed (docs/delivery.md).
 
 This is the one module under tasks/ that knows Celery. It imports nothing from worker/: what the tasks need of the
-process that runs them (settings, metrics, the store and checker, webhook wake-ups) is a ``Runtime`` that the
-worker installs when it makes its Celery app (``install``, called from worker/app/celery_app.py).
+process that runs them (settings, metrics, the store and checker, webhook wake-ups) is a ``Runtime``
+(tasks/runtime.py) that the worker installs when it makes its Celery app (``install``, from worker/app/celery_app.py).
 """
 
 from __future__ import annotations
@@ -18,58 +18,22 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.json import register_type
 
 from tasks.errors import TransientError
-from tasks.limits import ParseLimits
 from tasks.link.records import image_urls
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
+from tasks.runtime import Runtime, StageSettings
 from tasks.shapes import Checker
 from tasks.store import deliveries as delivery
 from tasks.store.deliveries import BatchTag
 from tasks.store.ledger import Store
 
 logger = logging.getLogger(__name__)
-
-
-class StageMetrics(Protocol):
-    """The counters and timers the stages feed (worker/observing/metrics.py is the real one)."""
-
-    def timed_stage(self, stage: str) -> AbstractContextManager[None]: ...
-    def timed_store_write(self, operation: str) -> AbstractContextManager[None]: ...
-    def image_checks(self, counts: Mapping[str, int]) -> None: ...
-    def redelivered(self, stage: str) -> None: ...
-    def batch_split(self, stage: str) -> None: ...
-    def poison_failed(self, stage: str) -> None: ...
-    def drop_finished(self, outcome: str, stage: str | None) -> None: ...
-
-
-class StageSettings(Protocol):
-    """The settings the stages read (worker.settings.Settings has them)."""
-
-    @property
-    def parse(self) -> ParseLimits: ...
-    @property
-    def task_soft_time_limit(self) -> int: ...
-    @property
-    def max_worker_deaths(self) -> int: ...
-
-
-class Runtime(Protocol):
-    """What the stage tasks need of the process that runs them; the worker installs one at app creation."""
-
-    metrics: StageMetrics
-
-    def settings(self) -> StageSettings: ...
-    def make_store(self) -> Store: ...
-    def make_checker(self) -> Checker: ...
-    def after_publish(self, store: Store) -> None: ...
 
 
 class _Installed:

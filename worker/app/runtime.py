@@ -6,8 +6,8 @@ and the webhook wake-up through this object, which ``make_app`` installs (``task
 
 from __future__ import annotations
 
+from tasks.runtime import StageMetrics
 from tasks.shapes import Checker
-from tasks.stages import StageMetrics
 from tasks.store.ledger import Store
 from worker.observing import metrics
 from worker.settings import Settings, get_settings

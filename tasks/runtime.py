@@ -1,0 +1,46 @@
+"""What the stage tasks (tasks/stages.py) need of the process that runs them, as protocols: the worker provides
+them (worker/app/runtime.py) and installs them as it makes its Celery app, so tasks/ never imports worker/."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from typing import Protocol
+
+from tasks.limits import ParseLimits
+from tasks.shapes import Checker
+from tasks.store.ledger import Store
+
+
+class StageMetrics(Protocol):
+    """The counters and timers the stages feed (worker/observing/metrics.py is the real one)."""
+
+    def timed_stage(self, stage: str) -> AbstractContextManager[None]: ...
+    def timed_store_write(self, operation: str) -> AbstractContextManager[None]: ...
+    def image_checks(self, counts: Mapping[str, int]) -> None: ...
+    def redelivered(self, stage: str) -> None: ...
+    def batch_split(self, stage: str) -> None: ...
+    def poison_failed(self, stage: str) -> None: ...
+    def drop_finished(self, outcome: str, stage: str | None) -> None: ...
+
+
+class StageSettings(Protocol):
+    """The settings the stages read (worker.settings.Settings has them)."""
+
+    @property
+    def parse(self) -> ParseLimits: ...
+    @property
+    def task_soft_time_limit(self) -> int: ...
+    @property
+    def max_worker_deaths(self) -> int: ...
+
+
+class Runtime(Protocol):
+    """What the stage tasks need of the process that runs them; the worker installs one at app creation."""
+
+    metrics: StageMetrics
+
+    def settings(self) -> StageSettings: ...
+    def make_store(self) -> Store: ...
+    def make_checker(self) -> Checker: ...
+    def after_publish(self, store: Store) -> None: ...
