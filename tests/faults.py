@@ -3,6 +3,8 @@ a threaded (and optionally slow) image host, and checks of the store after the d
 
 Nothing here touches the machine's shared Redis or PostgreSQL: an outage is a private ``redis-server`` killed
 and restarted on the same port, or a proxy in front of PostgreSQL that stops forwarding.
+
+Over 300 lines: the fault harness the fault tests share (private servers, proxies, process control), one kit.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from tasks.store.changes import BadCursor, parse_cursor, prune, read, stats
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from tests.test_store import item, norm, publish, records
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from tasks.link.records import Drop, normalize
 from tasks.parse.models import Item
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from worker.settings import Settings
 from worker.watching.enqueue import Enqueuer
 

@@ -4,6 +4,8 @@ Every refusal test is built so that a broken guard could only reach loopback: th
 listeners, the allow-list names 127.0.0.1/32 at most, and names come from a static test resolver or /etc/hosts.
 Refusals of non-loopback addresses (metadata, private) are tested on the policy functions (test_netguard.py)
 and, end to end, inside a network namespace (test_images_netns.py).
+
+Over 300 lines: one case a test (status, size, retries, limits) against the same loopback image server.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Table-driven: each refusal with the words its message must hold, each acceptance with the item it must give.
 Real sample drops live in tests/data/drops/ (the seed, the seed spelled three other ways, hostile files).
+
+Over 300 lines: the tables are the specification of the format (docs/format.md), kept in one place.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ from typing import Any
 from tasks.link.records import Drop, Normalized, normalize
 from tasks.parse.models import Item
 from tasks.pipeline import Failure
-from tasks.store.ledger import Store, json_text
+from tasks.store.engine import json_text
+from tasks.store.ledger import Store
 
 
 def norm(url: str, title: str, n: int, related: list[dict[str, Any]] | None = None) -> Normalized:

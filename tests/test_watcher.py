@@ -2,6 +2,8 @@
 
 What went out is read from the broker itself: the parse messages waiting in the queue carry each drop's name
 and bytes, so "enqueued once" and "never half-written" are checked on what a worker would receive.
+
+Over 300 lines: one scenario a test against the same real watcher, broker and ledger fixtures.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ import redis
 from sqlalchemy import update
 
 from tasks.store.changes import read
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from tasks.store.schema import webhook_state
 from tasks.store.webhooks import Endpoint, Result, deliver, ensure, held, sign, states
 from tests.changecheck import read_changes, write_drops

@@ -59,11 +59,11 @@ def log_changes(conn: Connection, dialect: str, batch: Sequence[Change]) -> None
     rows = [_param(i, c) for i, c in enumerate(batch)]
     if dialect == "postgresql":
         conn.execute(_PG_LOCK_AND_NOTIFY, {"k": _SEQ_LOCK, "channel": CHANNEL})
-        from tasks.store.ledger import _rows_json
+        from tasks.store.statements import _rows_json
 
         conn.execute(_PG_LOG, {"rows": _rows_json(rows)})
     else:
-        from tasks.store.ledger import json_text
+        from tasks.store.engine import json_text
 
         conn.execute(_SQLITE_LOG, [{**r, "body": None if r["body"] is None else json_text(r["body"])} for r in rows])
 
@@ -96,7 +96,8 @@ _SQLITE_LOG = text(_INTO + _COPY.replace("r.", ":") + " FROM items i WHERE i.url
 def read(store: Store, since: int | None, limit: int, check: bool = True) -> list[dict[str, Any]]:
     """Up to ``limit`` changes after cursor ``since`` (from the oldest kept without one), as printed lines.
     ``check``: refuse a cursor that is not this log's (False: a cursor the caller keeps and checked itself)."""
-    from tasks.store.ledger import _iso_us, _record
+    from tasks.store.engine import _iso_us
+    from tasks.store.ledger import _record
 
     with store.engine.connect() as conn:
         if since is not None and check:
@@ -146,7 +147,7 @@ def _full_urls(conn: Connection, urls: set[str]) -> set[str]:
 
 def stats(store: Store) -> dict[str, Any]:
     """The log's size and its oldest entry's time (for `feedworker status`)."""
-    from tasks.store.ledger import _iso_us
+    from tasks.store.engine import _iso_us
 
     with store.engine.connect() as conn:
         count, oldest = conn.execute(select(func.count(), func.min(changes.c.updated_at))).one()
@@ -176,7 +177,7 @@ def prune_now_and_then(store: Store, retention: timedelta, state: dict[str, floa
     if clock - state.get("at", -PRUNE_EVERY) < PRUNE_EVERY:
         return
     state["at"] = clock
-    from tasks.store.ledger import now
+    from tasks.store.engine import now
 
     try:
         gone = prune(store, now() - retention)

@@ -23,7 +23,8 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.errors import StoreUnavailable
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from tasks.store.schema import deliveries
 
 logger = logging.getLogger(__name__)

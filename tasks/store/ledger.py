@@ -1,24 +1,27 @@
-"""The store: all SQL lives here. PostgreSQL in production, SQLite embedded, behind the same code.
+"""The store's ledger and records: registering drops, publishing batches, reading records back. PostgreSQL in
+production, SQLite embedded, behind the same code (the connection set-up is in engine.py; the statements run for
+many rows at once, PostgreSQL's own included, in statements.py).
 
 Publishing is one transaction per batch: the records and the ledger outcomes of its drops commit together, so a
 crash leaves either all of a batch or none of it, and a redelivered batch finds its drops done and changes nothing.
 Concurrency: rows are locked in URL order (SELECT ... FOR UPDATE on PostgreSQL; SQLite serializes writers with
 BEGIN IMMEDIATE); two batches creating the same new URL at once collide on the unique index and the loser retries.
+
+Over 300 lines on purpose: ``Store`` is one API over one transaction discipline (register, publish, requeue,
+read back); the helpers it needs that stand alone are in engine.py and statements.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, TypeVar
 
-import orjson
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -26,7 +29,23 @@ from tasks.errors import StoreUnavailable
 from tasks.link.merge import Applied, apply_drafts
 from tasks.link.records import Draft, Normalized
 from tasks.store.changes import DEFAULT_RETENTION, log_changes, prune_now_and_then
+from tasks.store.engine import _iso_us, _parse_ts, _utc, make_engine, now
 from tasks.store.schema import DONE_STATES, drops, items
+from tasks.store.statements import (
+    _FINISH_DROP,
+    _LOCKED_COLUMNS,
+    _PG_FINISH_DROPS,
+    _PG_INSERT_ITEMS,
+    _PG_LEDGER_STATES,
+    _PG_LOCK_ITEMS,
+    _PG_REGISTER,
+    _PG_REORDER_ITEMS,
+    _PG_UPDATE_ITEMS,
+    _REORDER_ITEM,
+    _UPDATE_ITEM,
+    _UPDATED_COLUMNS,
+    _rows_json,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -34,47 +53,6 @@ T = TypeVar("T")
 
 class _Collision(Exception):
     """Another transaction created one of our new URLs first: start over."""
-
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def make_engine(url: str) -> Engine:
-    """An engine with the settings each backend needs for many writers."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False},
-                               json_serializer=json_text)
-        _sqlite_serialized_writes(engine)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=4, json_serializer=json_text)
-
-
-def json_text(value: Any) -> str:
-    """A record body as JSON text for the ``body`` column: orjson (~4x the stdlib here), the stdlib for what
-    orjson refuses (integers past 64 bits, lone surrogates), so the stored data is the same either way.
-    Bodies hold no NaN or infinity (``jsonable`` spells them as text), where the two would differ."""
-    try:
-        return orjson.dumps(value).decode("utf-8")
-    except TypeError:
-        return json.dumps(value)
-
-
-def _sqlite_serialized_writes(engine: Engine) -> None:
-    # pysqlite's own transaction handling starts a deferred transaction, which can deadlock two writers that
-    # both read first; BEGIN IMMEDIATE takes the write lock up front. WAL lets readers go on meanwhile.
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 class Store:
@@ -335,72 +313,6 @@ class Store:
             return Counter({("stubs" if stub else "records"): n for stub, n in rows})
 
 
-# Statements executed for many rows at once; ``b_*`` names the WHERE parameter (SQLAlchemy reserves column names).
-_UPDATED_COLUMNS = ("stub", "version", "content_sha256", "order_mtime_ns", "order_name", "title", "published_at",
-                    "source_id", "secured", "body", "updated_at")  # all but url, id and first_seen_at
-_UPDATE_ITEM = update(items).where(items.c.url == bindparam("b_url")).values(
-    {c: bindparam(c) for c in _UPDATED_COLUMNS})
-_REORDER_ITEM = update(items).where(items.c.url == bindparam("b_url")).values(
-    order_mtime_ns=bindparam("order_mtime_ns"), order_name=bindparam("order_name"))
-_FINISH_DROP = update(drops).where(drops.c.key == bindparam("b_key")).values(
-    {c: bindparam(c) for c in ("state", "stage", "reason", "item_url", "finished_at")})
-
-
-_LOCKED_COLUMNS = ("url", "stub", "version", "content_sha256", "order_mtime_ns", "order_name")
-_ITEM_COLUMNS = ("url", *_LOCKED_COLUMNS[1:], "title", "published_at", "source_id", "secured", "body",
-                 "first_seen_at", "updated_at")
-_REGISTER_COLUMNS = ("key", "run_id", "origin", "name", "path", "size", "mtime_ns", "state", "attempts",
-                     "discovered_at", "queued_at")
-_FINISH_COLUMNS = ("state", "stage", "reason", "item_url", "finished_at")
-
-
-def _recordset(table: Any, columns: Iterable[str], where: tuple[str, str] | None = None) -> str:
-    """``jsonb_to_recordset(:rows) AS r(...)`` with the table's own column types; ``where``: (parameter name,
-    column) of the row's identity, for an UPDATE ... FROM."""
-    fields = [f'"{c}" {_pg_type(table.c[c])}' for c in columns]
-    if where is not None:
-        fields.insert(0, f'"{where[0]}" {_pg_type(table.c[where[1]])}')
-    return f"jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({', '.join(fields)})"
-
-
-def _pg_type(column: Any) -> str:
-    """The column's PostgreSQL type; a length-limited text as TEXT, so that a value too long for its column is
-    refused when assigned (as a bound parameter is), never cut short by a conversion."""
-    name = str(column.type.compile(dialect=postgresql.dialect()))  # type: ignore[no-untyped-call]
-    return "TEXT" if name.startswith("VARCHAR") else name
-
-
-# The statements below are built once, from the schema's own table and column names: no input reaches their text.
-def _pg_insert(table: Any, columns: Sequence[str], unique: str) -> Any:
-    names = ", ".join(f'"{c}"' for c in columns)
-    return text(f'INSERT INTO {table.name} ({names}) SELECT {names} FROM {_recordset(table, columns)} '  # noqa: S608
-                f'ON CONFLICT ("{unique}") DO NOTHING RETURNING "{unique}"')
-
-
-def _pg_update(table: Any, columns: Sequence[str], param: str, column: str) -> Any:
-    sets = ", ".join(f'"{c}" = r."{c}"' for c in columns)
-    return text(f'UPDATE {table.name} SET {sets} FROM {_recordset(table, columns, (param, column))} '  # noqa: S608
-                f'WHERE {table.name}."{column}" = r."{param}"')
-
-
-_PG_REGISTER = _pg_insert(drops, _REGISTER_COLUMNS, "key")
-_PG_INSERT_ITEMS = _pg_insert(items, _ITEM_COLUMNS, "url")
-_PG_UPDATE_ITEMS = _pg_update(items, _UPDATED_COLUMNS, "b_url", "url")
-_PG_REORDER_ITEMS = _pg_update(items, ("order_mtime_ns", "order_name"), "b_url", "url")
-_PG_FINISH_DROPS = _pg_update(drops, _FINISH_COLUMNS, "b_key", "key")
-_PG_LEDGER_STATES = text('SELECT "key", state FROM drops WHERE "key" = ANY(:keys)')
-_PG_LOCK_ITEMS = text(f'SELECT {", ".join(_LOCKED_COLUMNS)} FROM items WHERE url = ANY(:urls) '  # noqa: S608
-                      "ORDER BY url FOR UPDATE")
-
-
-def _rows_json(rows: list[dict[str, Any]]) -> str:
-    """Rows as one JSON array for ``jsonb_to_recordset`` (timestamps as ISO 8601 with their offset)."""
-    try:
-        return orjson.dumps(rows).decode("utf-8")
-    except TypeError:  # what orjson refuses (integers past 64 bits in a body): the stdlib, same data
-        return json.dumps(rows, default=lambda v: v.isoformat())
-
-
 def _ending(key: str, state: str, stamp: datetime, item_url: str | None = None, stage: str | None = None,
             reason: str | None = None) -> dict[str, Any]:
     """The parameters of ``_FINISH_DROP`` for one drop."""
@@ -428,20 +340,6 @@ def _record(row: Any, full: set[str]) -> dict[str, Any]:
     return {"url": row["url"], "stub": row["stub"], **body, "secured": row["secured"], "related": related,
             "version": row["version"], "content_sha256": row["content_sha256"],
             "first_seen_at": _iso_us(row["first_seen_at"]), "updated_at": _iso_us(row["updated_at"])}
-
-
-def _parse_ts(value: str | None) -> datetime | None:
-    return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso_us(value: datetime) -> str:
-    return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")  # type: ignore[union-attr]
 
 
 def _short(exc: BaseException) -> str:

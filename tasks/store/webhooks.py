@@ -69,7 +69,7 @@ def sign(secret: bytes, timestamp: str, body: bytes) -> str:
 
 def post(ep: Endpoint, batch: list[dict[str, Any]]) -> None:
     """POST one batch; redirects are not followed (an endpoint must not bounce the changes elsewhere)."""
-    from tasks.store.ledger import json_text
+    from tasks.store.engine import json_text
 
     body = json_text({"endpoint": ep.name, "changes": batch}).encode()
     stamp = str(int(time.time()))
@@ -98,7 +98,7 @@ _clients: dict[str, Any] = {}
 def held(store: Store) -> set[str]:
     """The endpoints whose delivery is running now (a valid lease): their holder reads on to the end, and
     checks for more after it lets go, so waking it again would only cost a task."""
-    from tasks.store.ledger import now
+    from tasks.store.engine import now
 
     with store.engine.connect() as conn:
         rows = conn.execute(select(webhook_state.c.endpoint).where(webhook_state.c.lease_until > now()))
@@ -146,7 +146,7 @@ def ensure(store: Store, names: list[str]) -> None:
 
 
 def _claim(store: Store, name: str, token: str, lease: timedelta) -> int | None:
-    from tasks.store.ledger import now
+    from tasks.store.engine import now
 
     stamp = now()
     stmt = (update(webhook_state)
@@ -159,7 +159,7 @@ def _claim(store: Store, name: str, token: str, lease: timedelta) -> int | None:
 def _follow_up(store: Store, name: str) -> float | None:
     """Seconds until the holder's lease ends, the first time a caller finds this lease held (so one follow-up
     per lease is scheduled: it takes over if the holder died); None otherwise."""
-    from tasks.store.ledger import _utc, now
+    from tasks.store.engine import _utc, now
 
     w = webhook_state.c
 
@@ -179,7 +179,7 @@ def _mine(name: str, token: str) -> Any:
 
 
 def _advance(store: Store, name: str, token: str, cursor: int, lease: timedelta) -> None:
-    from tasks.store.ledger import now
+    from tasks.store.engine import now
 
     stamp = now()
     store.transaction(lambda conn: conn.execute(update(webhook_state).where(_mine(name, token)).values(
@@ -200,7 +200,7 @@ def backoff(failures: int, cap: float) -> float:
 def _fail(store: Store, ep: Endpoint, token: str, error: str) -> tuple[int, float]:
     """Record the failure; keep the lease, without a holder, until the retry is due (so publishes meanwhile
     don't wake the endpoint early: see ``held``); return its consecutive failures and the backoff."""
-    from tasks.store.ledger import now
+    from tasks.store.engine import now
 
     def work(conn: Connection) -> tuple[int, float]:
         row = conn.execute(select(webhook_state.c.failures, webhook_state.c.failing_since)
@@ -238,7 +238,7 @@ def states(store: Store) -> list[dict[str, Any]]:
     """Every endpoint's delivery state, with how many changes it is behind (status, metrics)."""
     from sqlalchemy import func
 
-    from tasks.store.ledger import _utc
+    from tasks.store.engine import _utc
 
     with store.engine.connect() as conn:
         newest = conn.execute(select(func.max(changes.c.seq))).scalar() or 0

@@ -20,7 +20,8 @@ from celery import Celery
 from tasks.names import display
 from tasks.shapes import OUTCOMES
 from tasks.store.changes import stats as change_stats
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from tasks.store.webhooks import states as webhook_states
 from worker.observing.probes import broker_view  # queues, in flight, workers: the same probe as health and metrics
 from worker.running.broker import broker_url

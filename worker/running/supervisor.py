@@ -11,6 +11,8 @@ broker (SIGTERM: it flushes its append-only file). Whatever was queued is still 
 append-only file and in the ledger. A second signal makes the worker's shutdown cold (its unfinished tasks come
 back through the visibility timeout). Children run in their own sessions, so Ctrl-C reaches only this process,
 and they are told to stop if it dies (Linux parent-death signal).
+
+Just over 300 lines: one lifecycle (start in order, watch, restart with backoff, stop in reverse), kept whole.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from tasks.limits import ParseLimits
 from tasks.link.records import Drop
 from tasks.names import display, escape, escaped_path, os_path
 from tasks.pipeline import wire_drop
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from worker.observing import metrics
 from worker.watching.dropfiles import drop_key
 from worker.watching.safedir import Tampered, open_base, open_under, opened

@@ -95,7 +95,7 @@ def really_lost(app: Celery, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def sweep(app: Celery, store: Any, settings: Any) -> int:
     """One sweep: send again the drops whose messages are gone; return how many were sent."""
-    from tasks.store.ledger import now
+    from tasks.store.engine import now
     from worker.watching.enqueue import Enqueuer
 
     stale = store.stale_queued(now() - timedelta(seconds=settings.watch.requeue_after_seconds))

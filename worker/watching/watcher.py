@@ -48,7 +48,8 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 
 from tasks.names import display, escape, escaped_path
-from tasks.store.ledger import Store, now
+from tasks.store.engine import now
+from tasks.store.ledger import Store
 from worker.observing.probes import queue_depth
 from worker.settings import Settings, WatchSettings
 from worker.watching.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
