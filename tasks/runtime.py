@@ -1,5 +1,5 @@
 """What the stage tasks (tasks/stages.py) need of the process that runs them, as protocols: the worker provides
-them (worker/app/runtime.py) and installs them as it makes its Celery app, so tasks/ never imports worker/."""
+them (worker/celeryapp/runtime.py) and installs them as it makes its Celery app, so tasks/ never imports worker/."""
 
 from __future__ import annotations
 

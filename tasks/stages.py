@@ -10,7 +10,8 @@ the culprit is alone and failed (docs/delivery.md).
 
 This is the one module under tasks/ that knows Celery. It imports nothing from worker/: what the tasks need of the
 process that runs them (settings, metrics, the store and checker, webhook wake-ups) is a ``Runtime``
-(tasks/runtime.py) that the worker installs when it makes its Celery app (``install``, from worker/app/celery_app.py).
+(tasks/runtime.py) that the worker installs when it makes its Celery app (``install``, from
+worker/celeryapp/celery_app.py).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ class _Installed:
 
 
 def install(runtime: Runtime) -> None:
-    """Give the stage tasks their runtime (worker/app/celery_app.py does, as it makes the app)."""
+    """Give the stage tasks their runtime (worker/celeryapp/celery_app.py does, as it makes the app)."""
     _Installed.runtime = runtime
 
 
@@ -65,12 +66,12 @@ class Sealed:
         return describe(names)
 
     def __json__(self) -> dict[str, Any]:
-        """Its JSON form: a plain mapping (kombu's encoder and worker.app.codec both honour ``__json__``)."""
+        """Its JSON form: a plain mapping (kombu's encoder and worker.celeryapp.codec both honour ``__json__``)."""
         return _encode(self)
 
     @classmethod
     def of(cls, value: Sealed | dict[str, Any]) -> Sealed:
-        """A task's argument as received: worker.app.codec gives the plain mapping back, kombu's json a Sealed."""
+        """A task's argument as received: worker.celeryapp.codec gives the plain mapping back, kombu's json a Sealed."""
         return value if isinstance(value, Sealed) else _decode(value)
 
 
@@ -115,7 +116,8 @@ def _settings() -> StageSettings:
     return _rt().settings()
 
 
-_COUNTED = {"bind": True, "Request": "worker.app.delivery:LostRequest"}  # the main process notes a dead pool process
+# The worker's main process notes a dead pool process (a class named by its path: tasks/ imports no worker module).
+_COUNTED = {"bind": True, "Request": "worker.celeryapp.delivery:LostRequest"}
 
 
 @shared_task(name="feedworker.parse", **_COUNTED)

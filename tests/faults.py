@@ -329,7 +329,7 @@ def check_answers(records: list[dict[str, Any]], ans: Answers) -> None:
 def control_app(broker_url: str) -> Any:
     """A Celery app configured as the workers' (serializers, codecs), to talk to them over ``broker_url``."""
     import tasks.stages  # noqa: F401 (registers the batch type that active tasks carry as arguments)
-    from worker.app.celery_app import make_app
+    from worker.celeryapp.celery_app import make_app
     from worker.settings import Settings
 
     return make_app(Settings(broker_url=broker_url))

@@ -1,7 +1,7 @@
 """A worker app for the poison tests only: `celery -A tests.poison_app worker`.
 
-It is the real app (worker.app.celery_app) with a fault hook wrapped around parsing one drop, switched on by the test
-through the worker's environment; no production module reads these variables:
+It is the real app (worker.celeryapp.celery_app) with a fault hook wrapped around parsing one drop, switched on
+by the test through the worker's environment; no production module reads these variables:
 
 - ``FEEDWORKER_TEST_KILL_DROP=NAME``: the pool process parsing the drop NAME SIGKILLs itself (as the OOM killer
   or a segfault in a C library would end it), every time it is delivered;
@@ -23,7 +23,7 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 import tasks.pipeline
 from tasks.parse.parsing import parse_drop as _real_parse_drop
-from worker.app.celery_app import app
+from worker.celeryapp.celery_app import app
 
 __all__ = ["app"]
 

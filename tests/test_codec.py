@@ -10,8 +10,8 @@ from kombu import serialization
 
 from tasks.pipeline import Batch
 from tasks.stages import Sealed
-from worker.app import codec
-from worker.app.celery_app import app
+from worker.celeryapp import codec
+from worker.celeryapp.celery_app import app
 
 
 def dumps(data: Any, serializer: str) -> tuple[str, str, Any]:

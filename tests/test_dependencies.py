@@ -16,7 +16,7 @@ NOT_IMPORTED = {  # used without an import statement in the runtime code
     "flower": "`feedworker run --flower` starts it as `celery -A worker flower`",
     "psycopg": "SQLAlchemy loads it for postgresql+psycopg:// store URLs",
 }
-PART_OF = {"kombu": "celery", "billiard": "celery",  # Celery's own parts, patched (worker/app/patches/)
+PART_OF = {"kombu": "celery", "billiard": "celery",  # Celery's own parts, patched (worker/celeryapp/patches/)
            "pydantic_core": "pydantic"}  # pydantic's own core (its error types)
 
 

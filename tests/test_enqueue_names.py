@@ -11,7 +11,7 @@ import pytest
 from tasks.limits import ParseLimits
 from tasks.names import escape, os_path
 from tasks.store.ledger import Store
-from worker.app.celery_app import app
+from worker.celeryapp.celery_app import app
 from worker.watching.enqueue import Enqueuer
 
 

@@ -89,8 +89,8 @@ def test_redis_restarted_empty_mid_run_loses_nothing(tmp_path: Path) -> None:
 
 def test_worker_with_a_task_in_flight_survives_redis_going_away(tmp_path: Path) -> None:
     """The moments that made a worker exit instead of reconnecting, made on purpose: one pool process running a
-    task, the other waiting for work (BRPOP), and Redis gone; first briefly (worker/app/patches/kombufix.py), then for
-    longer than the soft time limit while the task's result waits to be read (worker/app/patches/softlimit.py)."""
+    task, the other waiting for work (BRPOP), and Redis gone; first briefly (worker/celeryapp/patches/kombufix.py),
+    then for longer than the soft time limit while the task's result waits to be read (patches/softlimit.py)."""
     with ExitStack() as stack:
         broker = stack.enter_context(private_redis(tmp_path / "redis"))
         store = stack.enter_context(fresh_pg_database())

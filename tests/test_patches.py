@@ -15,7 +15,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 
-from worker.app.patches import kombufix, softlimit
+from worker.celeryapp.patches import kombufix, softlimit
 
 CHANNEL: Any = kombu_redis.Channel  # kombu's private parts are what the patch is about: untyped
 
@@ -59,7 +59,7 @@ def test_kombufix_refuses_an_unknown_kombu_with_a_warning(monkeypatch: pytest.Mo
     fresh: Any = type("Channel", (), {"_in_poll": False, "close": lambda self: None})
     monkeypatch.setattr(kombu_redis, "Channel", fresh)
     monkeypatch.setattr(kombufix, "version", lambda _name: "6.0.1")
-    with caplog.at_level(logging.WARNING, logger="worker.app.patches.kombufix"):
+    with caplog.at_level(logging.WARNING, logger="worker.celeryapp.patches.kombufix"):
         assert not kombufix.apply()
     assert not hasattr(fresh.close, "__wrapped__")
     assert "not applied: written for kombu 5.7.x, found 6.0.1" in caplog.text
@@ -87,7 +87,7 @@ def test_softlimit_lets_the_signal_interrupt_a_running_task_only(billiard_handle
     with pytest.raises(SoftTimeLimitExceeded):
         os.kill(os.getpid(), signal.SIGUSR1)  # a task past its soft limit is interrupted, as before
     softlimit._task_ended()
-    with caplog.at_level(logging.WARNING, logger="worker.app.patches.softlimit"):
+    with caplog.at_level(logging.WARNING, logger="worker.celeryapp.patches.softlimit"):
         os.kill(os.getpid(), signal.SIGUSR1)  # late, between tasks: billiard would raise here and kill the child
     assert "already finished: ignored" in caplog.text
 
@@ -96,6 +96,6 @@ def test_softlimit_refuses_an_unknown_billiard(monkeypatch: pytest.MonkeyPatch,
                                                caplog: pytest.LogCaptureFixture) -> None:
     assert softlimit.applies_to("4.3.2") and not softlimit.applies_to("5.0.0")
     monkeypatch.setattr(softlimit, "version", lambda _name: "5.0.0")
-    with caplog.at_level(logging.WARNING, logger="worker.app.patches.softlimit"):
+    with caplog.at_level(logging.WARNING, logger="worker.celeryapp.patches.softlimit"):
         assert not softlimit.install()
     assert "guard not installed: written for billiard 4.x, found 5.0.0" in caplog.text

@@ -111,8 +111,8 @@ def test_health_live_on_rabbitmq(tmp_path: Path, rabbit: str) -> None:
 
 
 def test_the_task_queue_is_a_durable_quorum_queue_with_publisher_confirms(rabbit: str) -> None:
-    """What a RabbitMQ broker gets (worker/app/celery_app.py rabbitmq_settings), read back from the server."""
-    from worker.app.celery_app import make_app
+    """What a RabbitMQ broker gets (worker/celeryapp/celery_app.py rabbitmq_settings), read back from the server."""
+    from worker.celeryapp.celery_app import make_app
     from worker.settings import Settings
 
     app = make_app(Settings(broker_url=rabbit))

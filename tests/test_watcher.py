@@ -30,7 +30,7 @@ from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
 from tasks.store.schema import drops
 from tests.processes import BIN, celery_worker, env_for, export, feedworker, wait_for
-from worker.app.celery_app import make_app
+from worker.celeryapp.celery_app import make_app
 from worker.settings import Settings, WatchSettings
 from worker.watching.watcher import DropWatcher
 

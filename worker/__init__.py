@@ -12,7 +12,7 @@ __all__ = ["app"]
 
 def __getattr__(name: str) -> Any:
     if name == "app":
-        from worker.app.celery_app import app
+        from worker.celeryapp.celery_app import app
 
         return app
     raise AttributeError(f"module 'worker' has no attribute {name!r}")

@@ -105,7 +105,7 @@ def status(as_json: bool, max_age: float) -> None:
     Exit code: 0 healthy, 2 the oldest waiting drop is older than --max-age, 1 the store or broker is unreachable.
     """
     from tasks.store.ledger import Store
-    from worker.app.celery_app import app
+    from worker.celeryapp.celery_app import app
     from worker.observing.status import exit_code, gather, render
 
     settings = _settings()
@@ -141,7 +141,7 @@ def health() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as one JSON object.")
 def live(worker_name: str | None, as_json: bool) -> None:
     """Liveness: the broker answers (and the named worker answers a ping)."""
-    from worker.app.celery_app import app
+    from worker.celeryapp.celery_app import app
     from worker.observing.health import liveness
 
     _report(liveness(_settings(), app, worker_name), as_json)
@@ -173,7 +173,7 @@ def _report(checks: Any, as_json: bool) -> None:
 @main.command()
 def replay() -> None:
     """Re-enqueue failed drops (after a fix or a config change)."""
-    from worker.app.celery_app import app
+    from worker.celeryapp.celery_app import app
     from worker.running.broker import broker_url
     from worker.watching.enqueue import Enqueuer
 

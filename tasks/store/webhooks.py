@@ -9,7 +9,7 @@ Signature: ``X-Feedworker-Signature: sha256=HEX``, HMAC-SHA256 with the endpoint
 ``TIMESTAMP + "." + BODY``, with ``X-Feedworker-Timestamp: TIMESTAMP`` (Unix seconds): a receiver recomputes it
 and refuses an old timestamp, so a captured request can't be replayed later.
 
-The Celery task that runs this (scheduling, retries with backoff and jitter) is worker/app/webhooks.py.
+The Celery task that runs this (scheduling, retries with backoff and jitter) is worker/celeryapp/webhooks.py.
 """
 
 from __future__ import annotations

@@ -92,7 +92,7 @@ class _Metrics:
                 counter.labels(stage)
 
     def _delivery_metrics(self) -> None:
-        """Counted by worker/app/delivery.py and tasks/stages.py (docs/delivery.md)."""
+        """Counted by worker/celeryapp/delivery.py and tasks/stages.py (docs/delivery.md)."""
         from prometheus_client import Counter
 
         self.redeliveries = Counter("feedworker_batch_redeliveries_total",

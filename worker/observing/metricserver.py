@@ -135,7 +135,7 @@ def serve(port: int, addr: str | None = None, settings: Any = None, ledger: bool
     from prometheus_client import CollectorRegistry, make_wsgi_app
 
     from tasks.store.ledger import Store
-    from worker.app.celery_app import app as celery_app
+    from worker.celeryapp.celery_app import app as celery_app
     from worker.observing.health import wsgi_app
     from worker.settings import get_settings
 

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from tasks.errors import TransientError
 from tasks.shapes import OUTCOMES
 from tasks.store.ledger import Store
-from worker.app.celery_app import app
+from worker.celeryapp.celery_app import app
 from worker.settings import Settings
 from worker.watching.dropfiles import is_candidate, walk
 from worker.watching.enqueue import Enqueuer

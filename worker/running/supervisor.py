@@ -221,7 +221,7 @@ class Supervisor:
         return thread is None or thread.is_alive()  # None: not started yet
 
     def _make_watcher(self) -> Any:
-        from worker.app.celery_app import app
+        from worker.celeryapp.celery_app import app
         from worker.watching.watcher import DropWatcher
 
         app.conf.broker_url = self.broker_url

@@ -450,7 +450,7 @@ def _path(raw: bytes | str) -> Path | None:
 def watch_main(settings: Settings, drop_dir: Path) -> int:
     """`feedworker watch`: the watcher alone, until SIGTERM or Ctrl-C; 0 on a clean stop."""
     from tasks.store.migrate import upgrade
-    from worker.app.celery_app import app
+    from worker.celeryapp.celery_app import app
     from worker.running.broker import broker_url
 
     if not drop_dir.is_dir():

@@ -21,9 +21,9 @@ from celery import Celery, bootsteps, signals
 from kombu.entity import Queue
 
 from tasks import stages
-from worker.app import codec
-from worker.app.patches import kombufix, softlimit
-from worker.app.runtime import WorkerRuntime
+from worker.celeryapp import codec
+from worker.celeryapp.patches import kombufix, softlimit
+from worker.celeryapp.runtime import WorkerRuntime
 from worker.observing.probes import is_amqp
 from worker.running.broker import broker_url
 from worker.settings import Settings, get_settings
@@ -32,11 +32,11 @@ logger = logging.getLogger(__name__)
 
 
 def make_app(settings: Settings) -> Celery:
-    kombufix.apply()  # a worker must reconnect when its Redis restarts, not exit (see worker/app/patches/kombufix.py)
+    kombufix.apply()  # a worker must reconnect when its Redis restarts, not exit (see patches/kombufix.py)
     softlimit.install()  # ...and a late soft time limit must not kill an idle pool process (patches/softlimit.py)
     codec.register_codec()
     stages.install(WorkerRuntime())  # what the stage tasks need of this process (tasks/ never imports worker/)
-    app = Celery("feedworker", include=["tasks.stages", "worker.app.webhooks"])
+    app = Celery("feedworker", include=["tasks.stages", "worker.celeryapp.webhooks"])
     app.conf.update(
         broker_url=_lazy_broker(settings),
         broker_connection_retry_on_startup=True,
@@ -45,7 +45,7 @@ def make_app(settings: Settings) -> Celery:
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
         },
-        task_serializer=codec.NAME,  # orjson: ~4x kombu's json on a batch (worker/app/codec.py)
+        task_serializer=codec.NAME,  # orjson: ~4x kombu's json on a batch (worker/celeryapp/codec.py)
         accept_content=["json", codec.CONTENT_TYPE],  # json: messages sent before the codec existed
         result_backend=None,
         task_ignore_result=True,
@@ -60,7 +60,7 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
         task_default_queue="feedworker",
-        # Listed, so that `celery -A worker worker` consumes both by default (-Q picks some: worker/app/webhooks.py)
+        # Listed, so that `celery -A worker worker` consumes both by default (-Q picks some: webhooks.py)
         task_queues=[Queue("feedworker"), Queue("feedworker.webhooks")],  # type: ignore[no-untyped-call]
         task_routes={"feedworker.webhooks.*": {"queue": "feedworker.webhooks"}},
     )

@@ -32,6 +32,6 @@ class WorkerRuntime:
         return make_checker()
 
     def after_publish(self, store: Store) -> None:
-        from worker.app.webhooks import after_publish
+        from worker.celeryapp.webhooks import after_publish
 
         after_publish(store)

@@ -10,7 +10,7 @@ sends it back through kombu's JSON decoder. Values orjson does not know (datetim
 back as datetimes, orjson would give text) take the same path. An object with a ``__json__`` method (kombu's
 convention, see ``tasks.stages.Sealed``) is written as what that method returns.
 
-Register once per process, before sending or receiving: ``worker.app.celery_app`` does it.
+Register once per process, before sending or receiving: ``worker.celeryapp.celery_app`` does it.
 """
 
 from __future__ import annotations

@@ -1,3 +1,3 @@
 """The Celery app: its configuration, its message codec, the per-delivery request class, the webhook task, and
-the patches to Celery's dependencies (patches/). ``worker.app.celery_app`` builds the app when imported.
+the patches to Celery's dependencies (patches/). ``worker.celeryapp.celery_app`` builds the app when imported.
 """
