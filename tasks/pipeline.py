@@ -16,7 +16,7 @@ from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
 from tasks.link.records import Drop, Normalized, attach_images, image_urls, normalize
 from tasks.parse.parsing import parse_drop
-from tasks.shapes import Checker, ImageResult
+from tasks.shapes import Checker, ImageResult, Outcome
 from tasks.store.ledger import Store
 
 logger = logging.getLogger(__name__)
@@ -84,6 +84,6 @@ def verify_batch(batch: Batch, checker: Checker) -> dict[str, int]:
     return counts
 
 
-def publish_batch(store: Store, batch: Batch) -> dict[str, str]:
+def publish_batch(store: Store, batch: Batch) -> dict[str, Outcome]:
     """Write records and outcomes in one transaction; return drop key -> outcome."""
     return store.publish(batch["ok"], batch["failed"])

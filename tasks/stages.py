@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from celery import chain, shared_task
@@ -29,7 +30,7 @@ from tasks.errors import TransientError
 from tasks.link.records import image_urls
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
 from tasks.runtime import Runtime, StageSettings
-from tasks.shapes import Checker
+from tasks.shapes import Checker, Outcome
 from tasks.store import deliveries as delivery
 from tasks.store.deliveries import BatchTag
 from tasks.store.ledger import Store
@@ -262,7 +263,7 @@ def _names(sealed: Sealed) -> list[str]:
     return [n["drop"]["name"] for n in sealed.data["ok"]] + [f["name"] for f in sealed.data["failed"]]
 
 
-def log_outcomes(sealed: Sealed, outcomes: dict[str, str]) -> None:
+def log_outcomes(sealed: Sealed, outcomes: Mapping[str, Outcome]) -> None:
     """One line and one count per drop this delivery finished (a redelivered batch finishes none: counted once).
     The line holds file, outcome, stage, duration and record URL: never the drop's contents."""
     duration = round(time.time() - sealed.started, 3) if sealed.started else None

@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 from tasks.link.records import Normalized
+from tasks.shapes import Outcome
 from tasks.store.changes import read
 from tasks.store.ledger import Store
 from tests.test_store import item, norm
@@ -42,7 +43,7 @@ def test_killed_mid_publish_logs_nothing_twice_or_lost(store: Store) -> None:
                               text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
         assert victim.stdout is not None and victim.stdout.readline() == "written\n"
-        outcomes: list[dict[str, str]] = []
+        outcomes: list[dict[str, Outcome]] = []
         retry = threading.Thread(target=lambda: outcomes.append(store.publish(batch(), [])))
         retry.start()  # waits for the victim's locks (row locks on PostgreSQL, the write lock on SQLite)
         if store.dialect == "postgresql":  # (a SQLite read waits for the writer: every transaction is IMMEDIATE)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
+from tasks.shapes import Outcome
 from tasks.store.changes import read
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
@@ -61,7 +62,7 @@ def test_a_second_publish_waits_for_the_first_commit_to_take_its_seq(pg_store: S
     with pg_store.engine.connect() as conn_a:
         tx = conn_a.begin()
         pg_store._publish(conn_a, [a], [])  # A took its seq and holds the log's lock until it commits
-        done: list[dict[str, str]] = []
+        done: list[dict[str, Outcome]] = []
         thread = threading.Thread(target=lambda: done.append(pg_store.publish([b], [])))
         thread.start()
         assert wait_for(lambda: _waiting_on_advisory_lock(pg_store), timeout=10)  # B wrote its rows, then waits

@@ -8,6 +8,7 @@ from typing import Any
 from tasks.link.records import Drop, Normalized, normalize
 from tasks.parse.models import Item
 from tasks.pipeline import Batch, Failure
+from tasks.shapes import Outcome
 from tasks.store.ledger import Store
 from tasks.store.migrate import is_current, upgrade
 
@@ -29,7 +30,7 @@ def norm(it: Item, n: int, name: str | None = None) -> Normalized:
     return normalize(it, drop(n, name))
 
 
-def publish(store: Store, *ns: Normalized, failed: list[Failure] | None = None) -> dict[str, str]:
+def publish(store: Store, *ns: Normalized, failed: list[Failure] | None = None) -> dict[str, Outcome]:
     rows = [{k: n["drop"][k] for k in ("key", "name", "path", "size", "mtime_ns")} for n in ns]
     rows += [{k: f[k] for k in ("key", "name", "path", "size", "mtime_ns")} for f in failed or []]
     store.register_drops(rows, "run", "ingest")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tasks.link.records import Draft, Normalized, stub_drafts
+from tasks.shapes import Outcome
 
 Order = tuple[int, str]
 
@@ -38,7 +39,7 @@ class Applied:
     created: list[tuple[Draft, int]] = field(default_factory=list)
     updated: list[tuple[Draft, int]] = field(default_factory=list)
     reordered: list[tuple[str, Order]] = field(default_factory=list)
-    outcomes: dict[str, str] = field(default_factory=dict)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
     changes: list[Change] = field(default_factory=list)
 
 

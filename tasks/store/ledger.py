@@ -28,6 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from tasks.errors import StoreUnavailable
 from tasks.link.merge import Applied, apply_drafts
 from tasks.link.records import Draft, Normalized
+from tasks.shapes import Outcome
 from tasks.store.changes import DEFAULT_RETENTION, log_changes, prune_now_and_then
 from tasks.store.engine import _iso_us, _parse_ts, _utc, make_engine, now
 from tasks.store.schema import DONE_STATES, drops, items
@@ -186,7 +187,7 @@ class Store:
 
     # -- publishing ----------------------------------------------------------------------------------------------
 
-    def publish(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    def publish(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
         """Write a batch's records and every drop's outcome in one transaction; return key -> outcome.
 
         Drops already finished (a redelivered task) are skipped: a task delivered twice counts once.
@@ -202,7 +203,8 @@ class Store:
         prune_now_and_then(self, self.changes_retention, self._pruned)
         return outcomes
 
-    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]
+                            ) -> dict[str, Outcome]:
         outcomes = self.publish([], failures) if failures else {}
         for n in batch:
             try:
@@ -215,7 +217,7 @@ class Store:
         return outcomes
 
     def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]
-                 ) -> dict[str, str]:
+                 ) -> dict[str, Outcome]:
         keys = [n["drop"]["key"] for n in batch] + [f["key"] for f in failures]
         states = self._ledger_states(conn, keys)
         finished = {k for k, state in states.items() if state in DONE_STATES}
@@ -224,7 +226,7 @@ class Store:
         current = self._lock_items(conn, todo)
         applied = apply_drafts(current, todo)
         self._write_items(conn, applied, stamp)
-        outcomes: dict[str, str] = {}
+        outcomes: dict[str, Outcome] = {}
         ends: list[tuple[Mapping[str, Any], dict[str, Any]]] = []
         for n in todo:
             key = n["drop"]["key"]
