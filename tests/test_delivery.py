@@ -1,5 +1,5 @@
 """The delivery count (tasks/store/deliveries.py) on SQLite and PostgreSQL, the reasons a poison drop is failed with,
-and how split halves are labelled for Flower (worker/celeryapp/delivery.py, tasks/stages.py)."""
+and how split halves are labelled for Flower (tasks/stages.py)."""
 
 from __future__ import annotations
 

@@ -120,7 +120,7 @@ def tag_of(task: Any, batch: BatchTag | None) -> BatchTag:
 
 def decide(store: Store, task: Any, tag: BatchTag, stage: str, keys: list[str], max_deaths: int,
            redelivered: Callable[[str], None]) -> Verdict:
-    """What this delivery does (module docstring of worker/celeryapp/delivery.py); ``redelivered`` counts a repeat."""
+    """What this delivery does: run, done, split or poison (docs/delivery.md); ``redelivered`` counts a repeat."""
     try:
         delivery = count_delivery(store, tag, stage, keys)
     except StoreUnavailable:  # the count is a safety net: a store outage must not also stop parsing and checks
