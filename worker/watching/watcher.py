@@ -52,6 +52,7 @@ from tasks.store.engine import now
 from tasks.store.ledger import Store
 from worker.observing.probes import queue_depth
 from worker.settings import Settings, WatchSettings
+from worker.watching.batcher import Batcher, Pause
 from worker.watching.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
 from worker.watching.enqueue import Enqueuer
 from worker.watching.finalize import finalize, find_moved
@@ -66,8 +67,6 @@ ORIGIN = "watch"
 FINALIZE_EVERY = 0.5  # seconds between ledger polls for finished drops
 SCAN_SLICE = 500  # directory entries walked per loop turn, so events are never held up by a long scan
 MISSING_GRACE = 30.0  # a finished drop whose file is gone: wait for another watcher's move before giving up
-RETRY_AFTER = 1.0  # after a store or broker error
-HOLD_MAX = 0.25  # seconds a batch may wait for company while the workers are behind
 BEHIND_DEPTH = 4  # messages waiting in the queue that mean "behind" (a chain's next stage waits there briefly)
 
 
@@ -95,19 +94,14 @@ class DropWatcher:
         self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root)
         self.tracker = SettleTracker(watch.settle_seconds)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
-        self.batch: dict[Path, None] = {}  # ready files, in arrival order
-        self.batch_started: float | None = None
-        self._recheck_at = 0.0  # a held batch looks at the queue again then
-        self._last_sent = -1e9  # when the last batch went out
-        self.retry: list[Path] = []  # a batch whose submit failed part-way
+        self.batcher = Batcher(watch.batch_max, watch.batch_window_ms / 1000)  # when ready files go out
         self.known: set[str] = set()  # keys the ledger holds: a rescan skips them without a query
         self.missing_since: dict[str, float] = {}
         self.move_failed: set[str] = set()  # drops whose file could not be moved yet: said once, retried
         self.symlinks: set[Path] = set()  # already reported
         self._scan: Iterator[os.DirEntry[str]] | None = None
         self._next_scan = self._next_finalize = self._next_requeue = 0.0
-        self._pause_until = 0.0
-        self._failing = False
+        self.pause = Pause()  # after a store or broker error
         self.stopping = threading.Event()
 
     def stop(self) -> None:
@@ -145,7 +139,7 @@ class DropWatcher:
         now_m = time.monotonic()
         for path in self.tracker.due(now_m):
             self._ready(path, now_m)
-        if now_m >= self._pause_until:
+        if not self.pause.active(now_m):
             self._guarded(self._periodic, now_m)
 
     def _periodic(self, now_m: float) -> None:
@@ -167,29 +161,24 @@ class DropWatcher:
         try:
             step(now_m)
         except Exception as exc:
-            if not self._failing:  # the whole story once; then a line per retry until it recovers
-                logger.exception("watcher: store or broker error; retrying every %.0f s", RETRY_AFTER)
+            if self.pause.failed(time.monotonic()):  # the whole story once; then a line per retry until it recovers
+                logger.exception("watcher: store or broker error; retrying every %.0f s", self.pause.retry_after)
             else:
                 logger.warning("watcher: still failing: %s", str(exc).splitlines()[0][:200] if str(exc) else exc)
-            self._failing = True
-            self._pause_until = time.monotonic() + RETRY_AFTER
             return
-        if self._failing:
+        if self.pause.succeeded():
             logger.info("watcher: store and broker reachable again")
-            self._failing = False
 
     def _sleep_for(self) -> float:
         now_m = time.monotonic()
-        if now_m < self._pause_until:
-            return min(1.0, self._pause_until - now_m)  # events still wake us; periodic work waits
-        if self._scan is not None or self.retry:
+        if self.pause.active(now_m):
+            return min(1.0, self.pause.until - now_m)  # events still wake us; periodic work waits
+        if self._scan is not None:
             return 0.0
         deadlines = [self._next_scan, self._next_finalize, self._next_requeue]
-        if self.batch_started is not None:
-            deadlines.append(max(self.batch_started + self.cfg.batch_window_ms / 1000, self._recheck_at))
-        pending = self.tracker.next_deadline()
-        if pending is not None:
-            deadlines.append(pending)
+        for deadline in (self.batcher.next_deadline(now_m), self.tracker.next_deadline()):
+            if deadline is not None:
+                deadlines.append(deadline)
         return min(1.0, max(0.0, min(deadlines) - now_m))
 
     # -- events --------------------------------------------------------------------------------------------------
@@ -228,7 +217,7 @@ class DropWatcher:
             self.tracker.closed(src, now_m)
         elif kind == EVENT_TYPE_DELETED:
             self.tracker.forget(src)
-            self.batch.pop(src, None)
+            self.batcher.discard(src)
 
     def in_scope(self, path: Path) -> bool:
         """A drop's name, below the root, not hidden or temporary at any level, not in processed/ or failed/."""
@@ -253,7 +242,7 @@ class DropWatcher:
                 self._scan = None
                 break
             path = Path(entry.path)
-            if path in self.tracker or path in self.batch:
+            if path in self.tracker or path in self.batcher:
                 continue
             if entry.is_symlink():
                 self._skip_symlink(path)
@@ -295,38 +284,26 @@ class DropWatcher:
             return
         if not stat.S_ISREG(st.st_mode) or self.key(path, st) in self.known:
             return
-        self.batch[path] = None
-        if self.batch_started is None:
-            self.batch_started = now_m
+        self.batcher.ready(path, now_m)
 
     def _flush(self, now_m: float, force: bool = False) -> None:
-        if self.retry:
-            self._resubmit()
-        if not self.batch or self.batch_started is None:
-            return
-        window = self.cfg.batch_window_ms / 1000
-        if not force and len(self.batch) < self.cfg.batch_max:
-            if now_m < self._recheck_at:
-                return
-            # A file that arrives after a quiet window goes out at once (nothing to wait for: Nagle's rule);
-            # files that follow it within the window wait for company until the window ends.
-            idle = self.batch_started >= self._last_sent + window
-            if not idle and now_m < self.batch_started + window:
-                return
-            if now_m < self.batch_started + HOLD_MAX and self._workers_behind():
-                self._recheck_at = now_m + window
-                return
-        paths = list(self.batch)
-        self.batch.clear()
-        self.batch_started = None
-        self._last_sent = now_m
-        for i in range(0, len(paths), self.cfg.batch_max):
-            self._submit(paths[i:i + self.cfg.batch_max])
+        """Send what the batcher says is due; what could not be sent goes back to it, and the error up."""
+        if not force and self.batcher.wants_probe(now_m):
+            self.batcher.workers_behind(self._workers_behind(), now_m)
+        batches = self.batcher.due(now_m, force=force)
+        for i, batch in enumerate(batches):
+            try:
+                if batch.retry:
+                    self._resubmit(list(batch.paths))
+                else:
+                    self._submit(list(batch.paths))
+            except Exception:
+                self.batcher.failed(batches[i:])  # some may be registered and not sent: _resubmit sorts that out
+                raise
 
     def _workers_behind(self) -> bool:
-        """Messages are waiting in the queue: the workers are behind. A batch then waits (up to HOLD_MAX) for
-        company, so a burst costs fewer task chains (each chain has a fixed cost of three tasks) and the backlog
-        drains sooner; when the queue is empty, a batch goes out at the end of its window."""
+        """Messages are waiting in the queue: the workers are behind (the batcher then holds a batch for
+        company)."""
         with self.app.pool.acquire(block=True) as conn:  # pooled: no new connection per look
             # Bounded: during a broker outage this raises at once (the loop pauses and retries) instead of
             # blocking the loop in kombu's reconnect, which would also hold up stop() and finalization.
@@ -335,19 +312,14 @@ class DropWatcher:
 
     def _submit(self, paths: list[Path]) -> None:
         keys = self._keys(paths)
-        try:
-            sent = self.enq.submit(paths)
-        except Exception:
-            self.retry.extend(paths)  # some may be registered and not sent: _resubmit sorts that out
-            raise
+        sent = self.enq.submit(paths)
         self.known.update(keys.values())
         if sent:
             logger.debug("enqueued %d of %d files", sent, len(paths))
 
-    def _resubmit(self) -> None:
+    def _resubmit(self, paths: list[Path]) -> None:
         """Send again a batch whose submit failed: the drops it registered are sent from the ledger (a plain submit
         would skip them as known), the others are submitted afresh."""
-        paths, self.retry = self.retry, []
         keys = self._keys(paths)
         registered = self.store.known_keys(keys.values())
         rows = []
@@ -360,14 +332,10 @@ class DropWatcher:
                 rows.append({"key": key, "name": escape(path.name), "path": escaped_path(path), "size": st.st_size,
                              "mtime_ns": st.st_mtime_ns})
         fresh = [p for p, k in keys.items() if k not in registered]
-        try:
-            if rows:
-                self.enq.resend(rows)
-            if fresh:
-                self.enq.submit(fresh)
-        except Exception:
-            self.retry = paths
-            raise
+        if rows:
+            self.enq.resend(rows)
+        if fresh:
+            self.enq.submit(fresh)
         self.known.update(keys.values())
 
     def _keys(self, paths: list[Path]) -> dict[Path, str]:
