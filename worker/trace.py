@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from tasks.lineage import find_drops, lineage
+from tasks.names import display
 from tasks.store import Store
 
 STAGES = ("parse", "verify", "publish")
@@ -84,5 +85,6 @@ def render(data: dict[str, Any]) -> list[str]:
 
 
 def _safe(text: str | None) -> str:
-    """Control characters and the like shown as escapes, so a file name can't drive the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text or "")
+    """Control characters and the like shown as escapes (the ledger's own form, tasks/names.py), so a file name
+    can't drive the terminal."""
+    return display(text or "")
