@@ -231,10 +231,9 @@ RABBITMQ = ("-f", str(ROOT / "compose.rabbitmq.yml"), "--profile", "rabbitmq")  
 def test_rabbitmq_profile_needs_a_password_and_carries_the_tasks() -> None:
     """The rabbitmq profile with compose.rabbitmq.yml: the official image with the management plugin, its data on
     a volume under a fixed node name, a password required, and every service of ours pointed at it."""
-    res = compose(*RABBITMQ, "config", "--quiet", FLOWER_BASIC_AUTH="ops:secret")  # no RABBITMQ_PASSWORD
+    res = compose(*RABBITMQ, "config", "--quiet", **SECRETS)  # no RABBITMQ_PASSWORD
     assert res.returncode != 0 and "RABBITMQ_PASSWORD" in res.stderr
-    res = compose(*RABBITMQ, "config", "--format", "json", FLOWER_BASIC_AUTH="ops:secret",
-                  RABBITMQ_PASSWORD="rabbit-secret")
+    res = compose(*RABBITMQ, "config", "--format", "json", RABBITMQ_PASSWORD="rabbit-secret", **SECRETS)
     assert res.returncode == 0, res.stderr
     services = json.loads(res.stdout)["services"]
     assert set(services) == SERVICES | {"rabbitmq"}

@@ -64,5 +64,5 @@ def test_trace_published_and_refused_drops(tmp_path: Path) -> None:
     assert [(s["stage"], s["deliveries"]) for s in batch["stages"]] == [("parse", 1), ("verify", 1), ("publish", 1)]
     assert bad["state"] == "failed" and bad["stage"] == "parse" and "title" in bad["reason"]
     assert bad["record"] is None and "/failed/" in bad["file_now"]["path"]
-    assert "\x1b" not in text and "bad\\x1b[2J.txt" in text and "failed at parse" in text
+    assert "\x1b" not in text and "bad\\u001b[2J.txt" in text and "failed at parse" in text
     assert unknown.returncode == 1 and "no drop known by never.txt" in unknown.stdout

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import or_, select
 
+from tasks.names import escape, escaped_path, unescape
 from tasks.store.deliveries import for_drop
 from tasks.store.ledger import Store
 from tasks.store.schema import drops, items
@@ -16,8 +17,11 @@ from tasks.store.schema import drops, items
 def find_drops(store: Store, name_or_path: str, limit: int = 20) -> list[dict[str, Any]]:
     """The drops known by that file name, or at that path (where it was dropped or where it was put), newest
     first."""
-    absolute = os.path.abspath(name_or_path)
-    where = or_(drops.c.name == name_or_path, drops.c.path == absolute, drops.c.final_path == absolute)
+    # The ledger keeps names and paths escaped (tasks/names.py): the query matches as typed (the escaped form
+    # `failures` shows) and as the OS would spell it (a raw name on the command line).
+    names = {name_or_path, escape(name_or_path)}
+    paths = {escaped_path(os.path.abspath(n)) for n in (name_or_path, unescape(name_or_path))}
+    where = or_(drops.c.name.in_(names), drops.c.path.in_(paths), drops.c.final_path.in_(paths))
     with store.engine.connect() as conn:
         rows = conn.execute(select(drops).where(where).order_by(drops.c.discovered_at.desc()).limit(limit))
         return [dict(r._mapping) for r in rows]

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 from celery import Celery, bootsteps, signals
-from kombu.entity import Queue
+from kombu.entity import Exchange, Queue
 
 from tasks import stages
 from worker.celeryapp import codec
@@ -61,7 +61,7 @@ def make_app(settings: Settings) -> Celery:
         worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
         task_default_queue="feedworker",
         # Listed, so that `celery -A worker worker` consumes both by default (-Q picks some: webhooks.py)
-        task_queues=[Queue("feedworker"), Queue("feedworker.webhooks")],  # type: ignore[no-untyped-call]
+        task_queues=task_queues(settings, is_amqp(_lazy_broker(settings) or "")),
         task_routes={"feedworker.webhooks.*": {"queue": "feedworker.webhooks"}},
     )
     if is_amqp(app.conf.broker_url):
@@ -74,6 +74,17 @@ def make_app(settings: Settings) -> Celery:
 
     app.steps["worker"].add(LostSweep)  # drops whose messages are gone are sent again (worker/watching/lostdrops.py)
     return app
+
+
+def task_queues(settings: Settings, amqp: bool) -> list[Queue]:
+    """feedworker's queues. Listed queues are declared as listed (Celery's ``task_default_queue_type`` and
+    ``task_default_exchange_type`` shape only queues it makes up), so on RabbitMQ each carries its type and a topic
+    exchange here (see ``rabbitmq_settings``)."""
+    names = ("feedworker", "feedworker.webhooks")
+    if not amqp:
+        return [Queue(n) for n in names]  # type: ignore[no-untyped-call]
+    return [Queue(n, Exchange(n, type="topic"), routing_key=n,  # type: ignore[no-untyped-call]
+                  queue_arguments={"x-queue-type": settings.rabbitmq_queue_type}) for n in names]
 
 
 def rabbitmq_settings(settings: Settings) -> dict[str, Any]:

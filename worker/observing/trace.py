@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from tasks.names import display
 from tasks.shapes import OUTCOMES
 from tasks.store.ledger import Store
 from tasks.store.lineage import find_drops, lineage
@@ -85,5 +86,6 @@ def render(data: dict[str, Any]) -> list[str]:
 
 
 def _safe(text: str | None) -> str:
-    """Control characters and the like shown as escapes, so a file name can't drive the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text or "")
+    """Control characters and the like shown as escapes (the ledger's own form, tasks/names.py), so a file name
+    can't drive the terminal."""
+    return display(text or "")
