@@ -111,7 +111,10 @@ def test_run_on_embedded_defaults(tmp_path: Path, httpserver: HTTPServer) -> Non
             extra.wait(30)
             extra_log.close()
         stop(run, tmp_path)
-    assert "feedworker.parse" in (tmp_path / "extra.log").read_text()  # the extra node took its share
+    # The extra node took its share: some stage of some batch (which stage it gets first depends on timing: under
+    # load the run's own pool may have taken every parse before the extra node asked).
+    extra_text = (tmp_path / "extra.log").read_text()
+    assert any(f"feedworker.{stage}" in extra_text for stage in ("parse", "verify", "publish")), extra_text[-2000:]
     run_log = (tmp_path / "run.log").read_text()
     assert "feedworker.parse" in run_log  # and so did run's own worker
     records = export(tmp_path)
