@@ -6,6 +6,7 @@ from the ledger and the broker at scrape time), ``/livez`` and ``/readyz`` on on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -96,7 +97,18 @@ class _FilesCollector:
 
     def collect(self) -> Any:
         metricsdir.reap_dead_processes(self.path)
-        return self.inner.collect()  # type: ignore[no-untyped-call]
+        return self.inner.merge(self._ready_files(), accumulate=True)  # type: ignore[no-untyped-call]
+
+    def _ready_files(self) -> list[str]:
+        """The directory's value files, less those a starting process has created but not yet sized: such a file
+        is empty for a moment, and prometheus_client's reader fails the whole scrape on it (a 500 that a pool
+        child starting mid-scrape caused). Its values are zero until it is sized, so leaving it out changes none."""
+        ready = []
+        for path in self.path.glob("*.db"):
+            with contextlib.suppress(FileNotFoundError):  # reaped meanwhile
+                if path.stat().st_size > 0:
+                    ready.append(str(path))
+        return ready
 
 
 class MetricsServer:
