@@ -18,7 +18,9 @@ from tasks.parse.yamlbuild import _plain_value
 from tasks.parse.yamlfast import fast_tree
 from tasks.parse.yamllimits import _may_exceed
 from tasks.parse.yamlloader import UnsafeYaml
-from tasks.parse.yamlsafe import _load_with_libyaml, load_front_matter
+from tasks.parse.yamlsafe import load_front_matter
+from tools.yamldiff import libyaml as slow
+from tools.yamldiff import same  # one definition of "the same data" for the test and the offline check
 
 DROPS = Path(__file__).parent / "data" / "drops"
 SEED = DROPS / "000_fb3687fbf0a8c61d.txt"
@@ -27,26 +29,6 @@ LIMITS = ParseLimits()
 
 def fast(text: str, max_depth: int = LIMITS.max_depth) -> dict[str, Any] | None:
     return fast_tree(text, _plain_value, max_depth)
-
-
-def slow(text: str) -> Any:
-    """What libyaml's path gives: the data, or the refusal."""
-    aliases = "&" in text and "*" in text
-    try:
-        return _load_with_libyaml(text, text.encode("utf-8", "surrogatepass"), LIMITS, 1, aliases, True).data
-    except (UnsafeYaml, UnicodeError) as exc:
-        return exc
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal with the same types all the way down (True is not 1) and the same key order."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    return bool(a == b)
 
 
 def agree(text: str) -> bool:
