@@ -199,6 +199,22 @@ def publish(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None
     return summary
 
 
+# -- queues: live drops apart from a backfill, image checks apart from the CPU work (docs/queues.md) ------------
+
+LIVE, BACKFILL = "live", "backfill"
+QUEUE = "feedworker"  # a backfill's parse and publish (and any message sent before lanes existed)
+LIVE_QUEUE = "feedworker.live"  # every stage of a drop the watcher saw: served first (`feedworker run`)
+VERIFY_QUEUE = "feedworker.verify"  # a backfill's image checks: waiting work, for a pool built to wait
+STAGE_QUEUES = (QUEUE, LIVE_QUEUE, VERIFY_QUEUE)
+
+
+def queue_for(stage: str, lane: str) -> str:
+    """The queue a stage of a batch in ``lane`` is sent to. A plain `celery -A worker worker` consumes them all."""
+    if lane == LIVE:
+        return LIVE_QUEUE
+    return VERIFY_QUEUE if stage == "verify" else QUEUE
+
+
 # -- deliveries: counting, splitting, failing the culprit (tasks/store/deliveries.py, docs/delivery.md) ---------
 
 
@@ -254,9 +270,13 @@ def pipeline_from(stage: str, payload: Any, tag: BatchTag) -> Any:
     with its split (``split 1/2 of 3f2a9c1e: <50 drops: ...>``)."""
     names = [w["name"] for w in payload] if stage == "parse" else _names(payload)
     label = describe(names) if not tag.get("label") else f"{tag['label']}: {describe(names)}"
-    stages = [parse, verify, publish][["parse", "verify", "publish"].index(stage):]
-    first, *rest = stages
-    return chain(first.s(payload, batch=tag).set(argsrepr=label), *(t.s(batch=tag).set(argsrepr=label) for t in rest))
+    names_from = ["parse", "verify", "publish"][["parse", "verify", "publish"].index(stage):]
+    lane = tag.get("lane", BACKFILL)
+    return chain(*(_STAGE_TASKS[s].s(*([payload] if i == 0 else []), batch=tag)  # the first takes the batch
+                   .set(argsrepr=label, queue=queue_for(s, lane)) for i, s in enumerate(names_from)))
+
+
+_STAGE_TASKS: dict[str, Any] = {"parse": parse, "verify": verify, "publish": publish}
 
 
 def _names(sealed: Sealed) -> list[str]:
@@ -280,7 +300,7 @@ def log_outcomes(sealed: Sealed, outcomes: Mapping[str, Outcome]) -> None:
                                                  "duration": duration, "reason": f["reason"]})
 
 
-def pipeline(wire: list[dict[str, Any]]) -> Any:
+def pipeline(wire: list[dict[str, Any]], lane: str = BACKFILL) -> Any:
     """The chain for one batch of wire drops, with readable arguments in Flower and a batch tag of its own
-    (its deliveries are counted under it: tasks/store/deliveries.py)."""
-    return pipeline_from("parse", wire, delivery.new_tag())
+    (its deliveries are counted under it: tasks/store/deliveries.py); ``lane`` picks its queues (``queue_for``)."""
+    return pipeline_from("parse", wire, delivery.new_tag(lane=lane))

@@ -41,6 +41,7 @@ class BatchTag(TypedDict, total=False):
     parent: str | None
     label: str | None
     first: str
+    lane: str
 
 
 @dataclass(frozen=True)
@@ -108,8 +109,9 @@ class Verdict:
     reason: str = ""
 
 
-def new_tag(first: str = "parse", parent: str | None = None, label: str | None = None) -> BatchTag:
-    return BatchTag(id=uuid.uuid4().hex, parent=parent, label=label, first=first)
+def new_tag(first: str = "parse", parent: str | None = None, label: str | None = None,
+            lane: str = "backfill") -> BatchTag:
+    return BatchTag(id=uuid.uuid4().hex, parent=parent, label=label, first=first, lane=lane)
 
 
 def tag_of(task: Any, batch: BatchTag | None) -> BatchTag:
@@ -160,4 +162,4 @@ def halves(items: list[T]) -> list[list[T]]:
 
 
 def split_tags(tag: BatchTag, first: str) -> list[BatchTag]:
-    return [new_tag(first, tag["id"], f"split {n}/2 of {tag['id'][:8]}") for n in (1, 2)]
+    return [new_tag(first, tag["id"], f"split {n}/2 of {tag['id'][:8]}", tag.get("lane", "backfill")) for n in (1, 2)]

@@ -60,7 +60,7 @@ def make_app(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_max_memory_per_child=400_000,  # KiB: a leak costs a restart of one child, not the machine
         task_default_queue="feedworker",
-        # Listed, so that `celery -A worker worker` consumes both by default (-Q picks some: webhooks.py)
+        # Listed, so that `celery -A worker worker` consumes them all by default (-Q picks some: webhooks.py)
         task_queues=task_queues(settings, is_amqp(_lazy_broker(settings) or "")),
         task_routes={"feedworker.webhooks.*": {"queue": "feedworker.webhooks"}},
     )
@@ -80,7 +80,7 @@ def task_queues(settings: Settings, amqp: bool) -> list[Queue]:
     """feedworker's queues. Listed queues are declared as listed (Celery's ``task_default_queue_type`` and
     ``task_default_exchange_type`` shape only queues it makes up), so on RabbitMQ each carries its type and a topic
     exchange here (see ``rabbitmq_settings``)."""
-    names = ("feedworker", "feedworker.webhooks")
+    names = (*stages.STAGE_QUEUES, "feedworker.webhooks")
     if not amqp:
         return [Queue(n) for n in names]  # type: ignore[no-untyped-call]
     return [Queue(n, Exchange(n, type="topic"), routing_key=n,  # type: ignore[no-untyped-call]

@@ -35,12 +35,14 @@ class Enqueuer:
     """Sends drops for one origin (watch | ingest) and run."""
 
     def __init__(self, app: Celery, store: Store, limits: ParseLimits, run_id: str, origin: str,
-                 scope: str, max_queue_batches: int = 0, batch_max: int = 100, root: Path | None = None) -> None:
+                 scope: str, max_queue_batches: int = 0, batch_max: int = 100, root: Path | None = None,
+                 lane: str = "backfill") -> None:
         self.app, self.store, self.limits = app, store, limits
         self.run_id, self.origin, self.scope = run_id, origin, scope
         self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
         self.batch_max = batch_max  # drops per task when resending (submit's callers batch their own)
         self.root = root  # a drop folder strangers write to: files below it are reached without following links
+        self.lane = lane  # live: drops the watcher sees (their own queue, served first); backfill: the rest
         self.sent = 0
         self.unsent: set[str] = set()  # registered in the ledger by this enqueuer, not sent yet
 
@@ -168,7 +170,7 @@ class Enqueuer:
         # the main one is Celery's default app (amqp://localhost!) unless we say which. Say it every time.
         self.app.set_current()
         with self.app.producer_or_acquire() as producer:
-            pipeline(wire).apply_async(producer=producer)
+            pipeline(wire, lane=self.lane).apply_async(producer=producer)
         self.sent += len(wire)
 
     def _wait_for_room(self) -> None:

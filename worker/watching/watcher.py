@@ -91,7 +91,8 @@ class DropWatcher:
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
         self.app = app
-        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root)
+        self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root,
+                            lane="live")
         self.tracker = SettleTracker(watch.settle_seconds)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.batcher = Batcher(watch.batch_max, watch.batch_window_ms / 1000)  # when ready files go out
