@@ -29,6 +29,7 @@ from kombu.utils.json import register_type
 from tasks.errors import TransientError
 from tasks.link.records import image_urls
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
+from tasks.queues import BACKFILL, queue_for
 from tasks.runtime import Runtime, StageSettings
 from tasks.shapes import Checker, Outcome
 from tasks.store import deliveries as delivery
@@ -197,22 +198,6 @@ def publish(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None
     if "published" in summary:  # changes were logged: wake the webhook deliveries (none configured: no-op)
         _rt().after_publish(_Resources.get().store)
     return summary
-
-
-# -- queues: live drops apart from a backfill, image checks apart from the CPU work (docs/queues.md) ------------
-
-LIVE, BACKFILL = "live", "backfill"
-QUEUE = "feedworker"  # a backfill's parse and publish (and any message sent before lanes existed)
-LIVE_QUEUE = "feedworker.live"  # every stage of a drop the watcher saw: served first (`feedworker run`)
-VERIFY_QUEUE = "feedworker.verify"  # a backfill's image checks: waiting work, for a pool built to wait
-STAGE_QUEUES = (QUEUE, LIVE_QUEUE, VERIFY_QUEUE)
-
-
-def queue_for(stage: str, lane: str) -> str:
-    """The queue a stage of a batch in ``lane`` is sent to. A plain `celery -A worker worker` consumes them all."""
-    if lane == LIVE:
-        return LIVE_QUEUE
-    return VERIFY_QUEUE if stage == "verify" else QUEUE
 
 
 # -- deliveries: counting, splitting, failing the culprit (tasks/store/deliveries.py, docs/delivery.md) ---------

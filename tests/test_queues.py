@@ -6,6 +6,7 @@ from __future__ import annotations
 import worker
 from tasks import stages
 from tasks.pipeline import Batch
+from tasks.queues import queue_for
 from tasks.store import deliveries
 from worker.celeryapp.celery_app import task_queues
 from worker.settings import get_settings
@@ -34,7 +35,7 @@ def test_the_halves_of_a_split_stay_in_their_lane() -> None:
         assert [h["lane"] for h in halves] == [lane, lane]
         sealed = stages.Sealed(Batch(ok=[], failed=[]))
         first = _queues(stages.pipeline_from("verify", sealed, halves[0]))[0][1]
-        assert first == stages.queue_for("verify", lane)
+        assert first == queue_for("verify", lane)
 
 
 def test_a_plain_worker_consumes_every_queue() -> None:

@@ -26,6 +26,7 @@ import redis
 from kombu.serialization import loads as kombu_loads
 from sqlalchemy import select
 
+from tasks.queues import STAGE_QUEUES
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
 from tasks.store.schema import drops
@@ -77,9 +78,9 @@ def running(watcher: DropWatcher) -> Iterator[DropWatcher]:
 
 
 def sent(broker: str) -> list[dict[str, Any]]:
-    """The drops in the parse messages waiting in the queue (name, path, bytes)."""
+    """The drops in the parse messages waiting in the queues, either lane (name, path, bytes)."""
     out: list[dict[str, Any]] = []
-    for raw in redis.Redis.from_url(broker).lrange("feedworker", 0, -1):
+    for raw in queued(broker):
         msg = json.loads(raw)
         if msg["headers"]["task"] == "feedworker.parse":
             # decoded with whatever serializer the app registered, as a worker would
@@ -87,6 +88,12 @@ def sent(broker: str) -> list[dict[str, Any]]:
                                msg["content-encoding"])
             out.extend({**w, "bytes": base64.b64decode(w["data"])} for w in body[0][0])
     return out
+
+
+def queued(broker: str) -> list[bytes]:
+    """Every message waiting in the stage queues, oldest first within each (kombu pushes on the left)."""
+    client = redis.Redis.from_url(broker)
+    return [raw for q in STAGE_QUEUES for raw in reversed(client.lrange(q, 0, -1))]
 
 
 def sent_names(broker: str) -> Counter[str]:
@@ -322,7 +329,7 @@ class RecordingBatcher(Batcher):
 def chains(broker: str) -> list[list[str]]:
     """The drops of each parse message waiting in the queue, oldest first (kombu pushes on the left)."""
     out: list[list[str]] = []
-    for raw in reversed(redis.Redis.from_url(broker).lrange("feedworker", 0, -1)):
+    for raw in queued(broker):
         msg = json.loads(raw)
         body = kombu_loads(base64.b64decode(msg["body"]), msg["content-type"],  # type: ignore[no-untyped-call]
                            msg["content-encoding"])
@@ -479,4 +486,4 @@ def test_a_file_after_a_quiet_window_does_not_wait_for_the_window(tmp_path: Path
         for i in range(3):  # these follow within the window: one batch when it ends
             drop_renamed(folder, f"next{i}.txt", GOOD.format(title=f"N{i}", slug=f"n{i}"))
         wait_for(lambda: sum(sent_names(broker).values()) == 4, 3, interval=0.01)
-    assert redis.Redis.from_url(broker).llen("feedworker") == 2
+    assert len(queued(broker)) == 2

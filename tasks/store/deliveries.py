@@ -23,6 +23,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from tasks.errors import StoreUnavailable
+from tasks.queues import BACKFILL
 from tasks.store.engine import now
 from tasks.store.ledger import Store
 from tasks.store.schema import deliveries
@@ -110,7 +111,7 @@ class Verdict:
 
 
 def new_tag(first: str = "parse", parent: str | None = None, label: str | None = None,
-            lane: str = "backfill") -> BatchTag:
+            lane: str = BACKFILL) -> BatchTag:
     return BatchTag(id=uuid.uuid4().hex, parent=parent, label=label, first=first, lane=lane)
 
 
@@ -162,4 +163,4 @@ def halves(items: list[T]) -> list[list[T]]:
 
 
 def split_tags(tag: BatchTag, first: str) -> list[BatchTag]:
-    return [new_tag(first, tag["id"], f"split {n}/2 of {tag['id'][:8]}", tag.get("lane", "backfill")) for n in (1, 2)]
+    return [new_tag(first, tag["id"], f"split {n}/2 of {tag['id'][:8]}", tag.get("lane", BACKFILL)) for n in (1, 2)]

@@ -21,6 +21,7 @@ from celery import Celery, bootsteps, signals
 from kombu.entity import Exchange, Queue
 
 from tasks import stages
+from tasks.queues import STAGE_QUEUES
 from worker.celeryapp import codec
 from worker.celeryapp.patches import kombufix, softlimit
 from worker.celeryapp.runtime import WorkerRuntime
@@ -80,7 +81,7 @@ def task_queues(settings: Settings, amqp: bool) -> list[Queue]:
     """feedworker's queues. Listed queues are declared as listed (Celery's ``task_default_queue_type`` and
     ``task_default_exchange_type`` shape only queues it makes up), so on RabbitMQ each carries its type and a topic
     exchange here (see ``rabbitmq_settings``)."""
-    names = (*stages.STAGE_QUEUES, "feedworker.webhooks")
+    names = (*STAGE_QUEUES, "feedworker.webhooks")
     if not amqp:
         return [Queue(n) for n in names]  # type: ignore[no-untyped-call]
     return [Queue(n, Exchange(n, type="topic"), routing_key=n,  # type: ignore[no-untyped-call]

@@ -102,12 +102,13 @@ def broker_view(app: Celery, url: str | None, timeout: float = 1.0, ask_workers:
     """Queue depths, messages in flight and the workers that answer, read from the broker at ``url``."""
     if url is None or not ping(url, timeout):
         return BrokerView(reachable=False)
-    default_queue, app = app.conf.task_default_queue, _app_for(app, url)
+    listed = {q.name for q in app.conf.task_queues or ()} | {app.conf.task_default_queue}
+    app = _app_for(app, url)
     replies: dict[str, Any] = {}
     if ask_workers:
         with app.connection_for_write(url) as conn:
             replies = app.control.inspect(timeout=timeout, connection=conn).active_queues() or {}
-    names = {default_queue} | {q["name"] for qs in replies.values() for q in qs or ()}
+    names = listed | {q["name"] for qs in replies.values() for q in qs or ()}
     with app.connection_for_write(url) as conn:  # a fresh one: after a broadcast its client answers None
         queues = {name: queue_depth(conn, name) for name in sorted(names)}
         flight = redis_unacked(conn) if is_redis(url) else None

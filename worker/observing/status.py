@@ -168,8 +168,8 @@ def _summary_table(data: dict[str, Any], max_age: float) -> Any:
     table = Table(title="feedworker status", show_header=False)
     _folders_row(table, data.get("tampered_folders") or [])
     if data["broker_reachable"]:
-        queues = ", ".join(f"{name} {n}" for name, n in data["queues"].items())
-        flight = f"; {data['in_flight']} in flight" if data["in_flight"] is not None else ""
+        queues = "\n".join(f"{name} {n}" for name, n in data["queues"].items())  # a lane a line
+        flight = f"\n{data['in_flight']} in flight" if data["in_flight"] is not None else ""
         table.add_row("broker", "reachable")
         table.add_row("queue depth", f"{queues}{flight}")
         table.add_row("workers", ", ".join(data["workers"]) or "[red]none answered[/]")

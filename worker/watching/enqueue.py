@@ -22,6 +22,7 @@ from tasks.limits import ParseLimits
 from tasks.link.records import Drop
 from tasks.names import display, escape, escaped_path, os_path
 from tasks.pipeline import wire_drop
+from tasks.queues import BACKFILL, STAGE_QUEUES
 from tasks.store.engine import now
 from tasks.store.ledger import Store
 from worker.observing import metrics
@@ -36,7 +37,7 @@ class Enqueuer:
 
     def __init__(self, app: Celery, store: Store, limits: ParseLimits, run_id: str, origin: str,
                  scope: str, max_queue_batches: int = 0, batch_max: int = 100, root: Path | None = None,
-                 lane: str = "backfill") -> None:
+                 lane: str = BACKFILL) -> None:
         self.app, self.store, self.limits = app, store, limits
         self.run_id, self.origin, self.scope = run_id, origin, scope
         self.max_queue_batches = max_queue_batches  # back pressure: 0 = none
@@ -174,7 +175,7 @@ class Enqueuer:
         self.sent += len(wire)
 
     def _wait_for_room(self) -> None:
-        """Back pressure: hold while the queue holds more than ``max_queue_batches`` batches."""
+        """Back pressure: hold while the stage queues hold more than ``max_queue_batches`` batches."""
         if not self.max_queue_batches:
             return
         while (depth := queue_depth(self.app)) > self.max_queue_batches:
@@ -182,9 +183,9 @@ class Enqueuer:
             time.sleep(0.2)
 
 
-def queue_depth(app: Celery, queue: str = "feedworker") -> int:
-    """Messages waiting in the queue (not counting the ones workers hold); 0 before the queue exists."""
+def queue_depth(app: Celery, queues: tuple[str, ...] = STAGE_QUEUES) -> int:
+    """Messages waiting in ``queues`` together (not counting the ones workers hold); 0 for one not declared yet."""
     from worker.observing.probes import queue_depth as depth
 
     with app.connection_for_write() as conn:
-        return depth(conn, queue)
+        return sum(depth(conn, q) for q in queues)

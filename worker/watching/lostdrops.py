@@ -27,6 +27,8 @@ import orjson
 from celery import Celery, bootsteps
 from kombu.serialization import loads
 
+from tasks.queues import STAGE_QUEUES
+
 logger = logging.getLogger(__name__)
 RECHECK_SECONDS = 0.5  # between the two looks at the broker
 LOCK = "feedworker:lost-sweep"
@@ -37,7 +39,7 @@ class QueueTooLong(Exception):
     """The queue holds more than MAX_SCAN messages: too many to read now, so no drop is called lost."""
 
 
-def held_keys(app: Celery, queue: str = "feedworker") -> set[str] | None:
+def held_keys(app: Celery, queues: tuple[str, ...] = STAGE_QUEUES) -> set[str] | None:
     """Keys of every drop a message in the broker carries (queued or unacked); None: this broker can't say.
     Raises QueueTooLong when reading them all would cost too much (a huge backlog)."""
     with app.connection_for_write() as conn:
@@ -47,12 +49,13 @@ def held_keys(app: Celery, queue: str = "feedworker") -> set[str] | None:
         keys: set[str] = set()
         for raw in client.hvals("unacked"):
             keys.update(_message_keys(orjson.loads(raw)[0]))
-        depth = int(client.llen(queue))
-        if depth > MAX_SCAN:
-            raise QueueTooLong(depth)
-        for start in range(0, depth, 200):
-            for raw in client.lrange(queue, start, start + 199):
-                keys.update(_message_keys(orjson.loads(raw)))
+        depths = {q: int(client.llen(q)) for q in queues}
+        if sum(depths.values()) > MAX_SCAN:
+            raise QueueTooLong(sum(depths.values()))
+        for queue, depth in depths.items():
+            for start in range(0, depth, 200):
+                for raw in client.lrange(queue, start, start + 199):
+                    keys.update(_message_keys(orjson.loads(raw)))
         return keys
 
 

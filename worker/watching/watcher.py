@@ -48,6 +48,7 @@ from watchdog.events import (
 from watchdog.observers.inotify import InotifyObserver
 
 from tasks.names import display, escape, escaped_path
+from tasks.queues import BACKFILL, LIVE, queue_for
 from tasks.store.engine import now
 from tasks.store.ledger import Store
 from worker.observing.probes import queue_depth
@@ -91,8 +92,10 @@ class DropWatcher:
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
         self.app = app
+        # The first scan's finds are a backlog (what arrived while nobody watched): the backfill lane, behind
+        # which they must not hold up what is dropped from now on (the live lane, from the end of that scan).
         self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root,
-                            lane="live")
+                            lane=BACKFILL)
         self.tracker = SettleTracker(watch.settle_seconds)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.batcher = Batcher(watch.batch_max, watch.batch_window_ms / 1000)  # when ready files go out
@@ -241,6 +244,7 @@ class DropWatcher:
             entry = next(self._scan, None)
             if entry is None:
                 self._scan = None
+                self.enq.lane = LIVE  # the backlog is found: what comes now is live
                 break
             path = Path(entry.path)
             if path in self.tracker or path in self.batcher:
@@ -309,7 +313,7 @@ class DropWatcher:
             # Bounded: during a broker outage this raises at once (the loop pauses and retries) instead of
             # blocking the loop in kombu's reconnect, which would also hold up stop() and finalization.
             conn.ensure_connection(max_retries=1, interval_start=0.1, interval_step=0.1, interval_max=0.1)
-            return queue_depth(conn, self.app.conf.task_default_queue) >= BEHIND_DEPTH
+            return queue_depth(conn, queue_for("parse", self.enq.lane)) >= BEHIND_DEPTH
 
     def _submit(self, paths: list[Path]) -> None:
         keys = self._keys(paths)
