@@ -90,7 +90,7 @@ def sent(broker: str) -> list[dict[str, Any]]:
     return out
 
 
-def queued(broker: str) -> list[bytes]:
+def queued(broker: str) -> list[Any]:
     """Every message waiting in the stage queues, oldest first within each (kombu pushes on the left)."""
     client = redis.Redis.from_url(broker)
     return [raw for q in STAGE_QUEUES for raw in reversed(client.lrange(q, 0, -1))]
