@@ -3,6 +3,7 @@
     FeedworkerError
     ├── PermanentError          bad input: never retried; the drop is recorded as failed and quarantined
     │   └── DropRejected        a drop file that cannot become a record (names file, field, reason, stage)
+    ├── ChecksTimedOut          a batch's image checks passed their deadline (the verify stage splits the batch)
     └── TransientError          the world was briefly unavailable: retried with backoff and jitter
         ├── StoreUnavailable    the database refused or dropped the connection
         └── BrokerUnavailable   Redis / the embedded broker did not answer
@@ -31,6 +32,12 @@ class DropRejected(PermanentError):
     def summary(self) -> str:
         """The reason with its field, without the file name (the ledger keeps the name beside it)."""
         return f"{self.field}: {self.reason}" if self.field else self.reason
+
+
+class ChecksTimedOut(FeedworkerError):
+    """The image checks of one call did not finish by their deadline; the unfinished ones were cancelled. The
+    deadline is the checker's own, not a signal: on Celery's threads pool (the verify worker) there are no soft
+    time limits."""
 
 
 class TransientError(FeedworkerError):

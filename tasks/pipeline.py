@@ -72,10 +72,11 @@ def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits,
     return batch
 
 
-def verify_batch(batch: Batch, checker: Checker) -> dict[str, int]:
-    """Check every image URL of the batch once (deduplicated); attach the outcomes; return counts by status."""
+def verify_batch(batch: Batch, checker: Checker, deadline: float | None = None) -> dict[str, int]:
+    """Check every image URL of the batch once (deduplicated); attach the outcomes; return counts by status.
+    Raises ChecksTimedOut past ``deadline`` seconds (nothing attached then)."""
     urls = {u for n in batch["ok"] for u in image_urls(n)}
-    results: Mapping[str, ImageResult] = checker.check_many(urls) if urls else {}
+    results: Mapping[str, ImageResult] = checker.check_many(urls, deadline) if urls else {}
     for n in batch["ok"]:
         attach_images(n, results)
     counts: dict[str, int] = {}

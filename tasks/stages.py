@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +27,7 @@ from celery import chain, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.utils.json import register_type
 
-from tasks.errors import TransientError
+from tasks.errors import ChecksTimedOut, TransientError
 from tasks.link.records import image_urls
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
 from tasks.queues import BACKFILL, queue_for
@@ -100,12 +101,16 @@ class _Resources:
     pid = -1
     store: Store
     checker: Checker
+    lock = threading.Lock()  # the verify worker's threads pool asks from many threads at once
 
     @classmethod
     def get(cls) -> type[_Resources]:
         if cls.pid != os.getpid():
-            rt = _rt()
-            cls.store, cls.checker, cls.pid = rt.make_store(), rt.make_checker(), os.getpid()
+            with cls.lock:
+                if cls.pid != os.getpid():
+                    rt = _rt()
+                    cls.store, cls.checker = rt.make_store(), rt.make_checker()
+                    cls.pid = os.getpid()
         return cls
 
 
@@ -153,8 +158,10 @@ def verify(self: Any, received: Sealed | dict[str, Any], batch: BatchTag | None 
         return _not_run(self, tag, verdict, "verify", sealed, _poisoned(sealed, "verify", verdict.reason))
     try:
         with _rt().metrics.timed_stage("verify"):
-            counts = verify_batch(sealed.data, _Resources.get().checker)
-    except SoftTimeLimitExceeded:
+            # The checks' own deadline: a verify worker on the threads pool has no soft time limit (prefork has
+            # both; whichever comes first splits the batch).
+            counts = verify_batch(sealed.data, _Resources.get().checker, _settings().task_soft_time_limit)
+    except (SoftTimeLimitExceeded, ChecksTimedOut):
         return _checks_ran_out_of_time(self, tag, sealed)
     _rt().metrics.image_checks(counts)
     logger.info("verify: images %s", counts)

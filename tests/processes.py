@@ -27,13 +27,14 @@ def env_for(broker_url: str, store_url: str, **more: str) -> dict[str, str]:
 
 @contextmanager
 def celery_worker(env: dict[str, str], cwd: Path, name: str = "w1", concurrency: int = 2,
-                  log: Path | None = None, app: str = "worker") -> Iterator[subprocess.Popen[bytes]]:
+                  log: Path | None = None, app: str = "worker",
+                  args: tuple[str, ...] = ()) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A worker worker`, as Celery users start one (``app``: another module, e.g. a test's app with a
-    fault hook); stopped with a warm shutdown."""
+    fault hook; ``args``: more options, e.g. a pool and queues); stopped with a warm shutdown."""
     out = open(log or cwd / f"{name}.log", "ab")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [str(BIN / "celery"), "-A", app, "worker", "-c", str(concurrency), "-n", f"{name}@%h",
-         "--loglevel=WARNING"], env=env, cwd=Path(__file__).parent.parent, stdout=out, stderr=out)
+         "--loglevel=WARNING", *args], env=env, cwd=Path(__file__).parent.parent, stdout=out, stderr=out)
     try:
         yield proc
     finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tasks.queues import VERIFY_QUEUE
 from tests.changecheck import check_changes, read_changes
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
@@ -97,6 +98,40 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
     check_consistent(records, drops)
     assert {d["name"] for d in drops if d["state"] == "failed"} == set(ans.refused)
     check_changes(changes, records)  # the change log: no version logged twice or lost by the killed publishes
+
+
+def test_sigkill_of_a_verify_worker_on_the_threads_pool_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+    """The layout `feedworker run` starts: a general worker for a backfill's parse and publish, and a verify
+    worker on Celery's threads pool holding many batches' image checks at once. Killed mid-batch (all its
+    threads' tasks unacknowledged), twice: every drop still lands exactly once."""
+    with ExitStack() as stack:
+        broker = stack.enter_context(fault_broker("redis", tmp_path / "redis"))
+        store = stack.enter_context(fresh_pg_database())
+        base = stack.enter_context(image_host(delay=1.0))
+        ans = write_corpus(tmp_path / "drops", base, count=40)
+        env = fault_env(broker, store, FAST)
+        feedworker(env, "migrate")
+        stack.enter_context(celery_worker(env, tmp_path, "general", concurrency=1, args=("-X", VERIFY_QUEUE)))
+        verify_worker = ("-P", "threads", "-Q", VERIFY_QUEUE)
+        victim = stack.enter_context(celery_worker(env, tmp_path, "verify0", concurrency=8, args=verify_worker))
+        ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
+        caught: list[int] = []
+        for round_ in (1, 2):
+            held = wait_for(lambda n=round_ - 1: active_tasks(broker, node_name(f"verify{n}")), 30)
+            kill_tree(victim)
+            caught.append(len(held))
+            victim = stack.enter_context(celery_worker(env, tmp_path, f"verify{round_}", concurrency=8,
+                                                       args=verify_worker))
+        out, err = ingest.communicate(timeout=90)
+        assert ingest.returncode == 0, err[-2000:]
+        summary, records, drops = json.loads(out), export(env), ledger(store)
+    print(f"threads pool: kills caught {caught} verify tasks in flight; summary {summary}")
+    assert all(t >= 1 for t in caught), caught
+    assert all(t["name"] == "feedworker.verify" for t in held)  # the verify worker served its queue alone
+    assert sum(summary.values()) == len(drops) == len(list((tmp_path / "drops").iterdir()))
+    assert summary["failed"] == len(ans.refused)
+    check_answers(records, ans)
+    check_consistent(records, drops)
 
 
 @pytest.mark.parametrize("kind", ["redis", "rabbitmq"])

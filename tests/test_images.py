@@ -31,6 +31,7 @@ import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 from PIL import Image
 
+from tasks.errors import ChecksTimedOut
 from tasks.images.checker import ImageChecker
 from tasks.limits import ImageLimits
 from tasks.shapes import ImageResult
@@ -517,6 +518,36 @@ def test_connections_are_reused_across_calls(host: Host) -> None:
             results = checker.check_many([host.url(f"/ok/5/5/{batch}-{i}.png") for i in range(40)])
             assert {r["status"] for r in results.values()} == {"ok"}
     assert host.hits["ok"] == 120 and host.connections <= 4
+
+
+def test_many_threads_share_one_checker_and_its_connections(host: Host) -> None:
+    """The verify worker runs on Celery's threads pool: many batches call one checker at once. Every answer is
+    right, the per-host limit holds across the calls, and they share the connections."""
+    with ImageChecker(limits(per_host=4)) as checker:
+        answers: dict[int, dict[str, ImageResult]] = {}
+
+        def one(batch: int) -> None:
+            answers[batch] = checker.check_many([host.url(f"/slow/50/5/{batch + 1}/{i}.png") for i in range(10)])
+
+        threads = [threading.Thread(target=one, args=(b,)) for b in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    assert sorted(answers) == list(range(8))
+    assert all(r["status"] == "ok" and r["height"] == b + 1 for b, rs in answers.items() for r in rs.values())
+    assert host.max_in_flight <= 4 and host.connections <= 4
+
+
+def test_checks_past_their_deadline_raise_and_are_cancelled(host: Host) -> None:
+    """A deadline of the checker's own (no signal: the threads pool has no soft time limit): the call raises
+    ChecksTimedOut in time, and the checks it abandoned stop (the checker still answers the next call)."""
+    with ImageChecker(limits(timeout_seconds=30.0)) as checker:
+        started = time.monotonic()
+        with pytest.raises(ChecksTimedOut):
+            checker.check_many([host.url("/stall/a.png"), host.url("/ok/5/5/b.png")], deadline=0.5)
+        assert time.monotonic() - started < 2.0
+        assert checker.check_many([host.url("/ok/5/5/c.png")], deadline=5)[host.url("/ok/5/5/c.png")]["status"] == "ok"
 
 
 def _in_child(url: str, out: Any) -> None:

@@ -137,6 +137,44 @@ def test_run_on_embedded_defaults(tmp_path: Path, httpserver: HTTPServer) -> Non
     assert "Late story" in {r["title"] for r in export(tmp_path)}
 
 
+def test_run_starts_a_worker_per_role_and_each_serves_its_queues(tmp_path: Path, httpserver: HTTPServer) -> None:
+    """As shipped: `feedworker run` starts a general, a live and a verify worker (worker/running/roles.py). Drops
+    seen by the watcher run every stage on the live worker; a backfill sent by `ingest` has its image checks on
+    the verify worker (threads pool) and its parse and publish on the general one."""
+    ans = write_corpus(tmp_path / "backfill", serve_images(httpserver), count=12)
+    live_src = tmp_path / "live"
+    live_src.mkdir()
+    for i in range(3):
+        (live_src / f"live{i}.txt").write_text(f"---\ntitle: Live {i}\nwebUrl: https://news.test/live-{i}\n"
+                                               f"images: [{{url: '{httpserver.url_for(f'/live{i}.png')}'}}]\n---\n")
+        httpserver.expect_request(f"/live{i}.png").respond_with_data(png(4, 3), content_type="image/png")
+    env = user_env()
+    with feedworker_run(tmp_path, env, "-c", "1") as run:
+        wait_for(lambda: len(_nodes(tmp_path, env)) == 3, 60)
+        drop_all(live_src, tmp_path / "drops")
+        feedworker(env, "ingest", str(tmp_path / "backfill"), cwd=tmp_path)
+        total = 3 + len(list((tmp_path / "backfill").iterdir()))
+        wait_for(lambda: len(ledger_states(tmp_path)) == total and "queued" not in ledger_states(tmp_path).values()
+                 and not leftovers(tmp_path / "drops"), 60)
+        totals = _nodes(tmp_path, env)
+        stop(run, tmp_path)
+    by_role = {node.split("-")[0]: set(done) for node, done in totals.items()}
+    assert by_role == {"live": {"feedworker.parse", "feedworker.verify", "feedworker.publish"},
+                       "verify": {"feedworker.verify"},
+                       "feedworker": {"feedworker.parse", "feedworker.publish"}}, totals
+    titles = {r["title"] for r in export(tmp_path) if not r["stub"]}
+    assert titles == set(ans.titles) | {"Live 0", "Live 1", "Live 2"}
+
+
+def _nodes(cwd: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
+    """Each worker node that answers, with the tasks it has run (``celery inspect stats``, as an operator asks)."""
+    res = subprocess.run([str(BIN / "celery"), "-A", "worker", "inspect", "stats", "--json", "--timeout", "2"],
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    if res.returncode != 0:
+        return {}
+    return {node: dict(stats.get("total", {})) for node, stats in json.loads(res.stdout).items()}
+
+
 def test_sigterm_in_the_middle_of_work_loses_nothing(tmp_path: Path, httpserver: HTTPServer) -> None:
     def slow_image(_request: Request) -> Response:
         time.sleep(1.0)

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
     worker_concurrency: int = Field(default_factory=lambda: os.cpu_count() or 2)
+    live_concurrency: int = Field(default=2, ge=0)  # `run`: processes serving live drops first (0: none of its own)
+    verify_concurrency: int = Field(default=16, ge=0)  # `run`: threads checking a backfill's images (0: none)
     visibility_timeout: int = 60  # seconds before an unacked task of a dead worker is redelivered
     task_soft_time_limit: int = 45  # a stage that runs this long is interrupted and its drops failed
     task_time_limit: int = 55  # hard limit: must stay below visibility_timeout (no second delivery while running)

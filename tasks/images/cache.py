@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -109,14 +110,24 @@ class OutcomeCache:
 class MemoryOutcomeCache(OutcomeCache):
     """The same cache in this process's memory: the ``max_entries`` most recently used outcomes (least recently
     used go first), each until its time to live. Nothing is shared between processes or kept across restarts:
-    an image shared by many items is fetched once per pool process (per day), not once overall."""
+    an image shared by many items is fetched once per pool process (per day), not once overall. Locked: a verify
+    worker on Celery's threads pool calls it from many threads at once."""
 
     def __init__(self, max_entries: int = 10_000, ok_ttl: int = 86400, gone_ttl: int = 3600) -> None:
         super().__init__(cast("redis.Redis", None), prefix="", ok_ttl=ok_ttl, gone_ttl=gone_ttl)
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, ImageResult]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def get_many(self, urls: Sequence[str], scope: str = "") -> dict[str, ImageResult]:
+        with self._lock:
+            return self._get_many(urls, scope)
+
+    def put_many(self, results: Mapping[str, ImageResult], scope: str = "") -> int:
+        with self._lock:
+            return self._put_many(results, scope)
+
+    def _get_many(self, urls: Sequence[str], scope: str) -> dict[str, ImageResult]:
         found: dict[str, ImageResult] = {}
         stamp = time.monotonic()
         for url in urls:
@@ -131,7 +142,7 @@ class MemoryOutcomeCache(OutcomeCache):
             found[url] = cast("ImageResult", dict(entry[1]))
         return found
 
-    def put_many(self, results: Mapping[str, ImageResult], scope: str = "") -> int:
+    def _put_many(self, results: Mapping[str, ImageResult], scope: str) -> int:
         written = 0
         stamp = time.monotonic()
         for url, result in results.items():

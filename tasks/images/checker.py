@@ -28,6 +28,7 @@ verdict from the bytes) reads best in one place; the guard, the sniffer and the 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import random
@@ -45,6 +46,7 @@ import httpx
 from aiohttp.abc import AbstractResolver
 from httpx_aiohttp import AiohttpTransport
 
+from tasks.errors import ChecksTimedOut
 from tasks.images.guard import GuardedResolver, PolicyRefusal, Target, guarded_socket, judge_url, spell_ports
 from tasks.images.sniff import ImageSize, NotAnImage, Sniffer
 from tasks.limits import ImageLimits
@@ -80,14 +82,16 @@ class ImageChecker:
         self._runner: _LoopThread | None = None
         self._fetcher: _Fetcher | None = None
 
-    def check_many(self, urls: Iterable[str]) -> dict[str, ImageResult]:
-        """Check each distinct URL once: cached answers first (one MGET), the rest concurrently, then cache them."""
+    def check_many(self, urls: Iterable[str], deadline: float | None = None) -> dict[str, ImageResult]:
+        """Check each distinct URL once: cached answers first (one MGET), the rest concurrently, then cache them.
+        Raises ChecksTimedOut if they are not all answered within ``deadline`` seconds (unfinished ones cancelled).
+        Any number of threads may call it at once: their checks share this process's loop, client and limits."""
         unique = list(dict.fromkeys(urls))
         results = self.cache.get_many(unique, self._scope) if self.cache else {}
         todo = [u for u in unique if u not in results]
         if todo:
             runner, fetcher = self._started()
-            fresh = runner.run(fetcher.check_all(todo))
+            fresh = runner.run(fetcher.check_all(todo), deadline)
             if self.cache:
                 self.cache.put_many(fresh, self._scope)
             results.update(fresh)
@@ -125,10 +129,13 @@ class _LoopThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="feedworker-images", daemon=True)
         self.thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
-            return future.result()
+            return future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            future.cancel()
+            raise ChecksTimedOut(f"image checks unfinished after {timeout} s") from None
         except BaseException:  # e.g. Celery's soft time limit in the caller: stop the work too, don't leave it running
             future.cancel()
             raise

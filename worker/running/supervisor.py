@@ -1,7 +1,8 @@
 """`feedworker run DROP_DIR`: the whole job in one supervised command.
 
 Starts, in order: the embedded broker when no ``FEEDWORKER_BROKER_URL`` is set (worker/running/broker.py), the store's
-migrations, a Celery worker (``celery -A worker worker``, a child process that forks its own pool), Flower with
+migrations, the Celery workers (``celery -A worker worker`` in the roles of worker/running/roles.py: general, live
+and verify, each a child process with its own pool), Flower with
 ``--flower``, and the watcher (a thread of this process). A child that dies unexpectedly is started again after a
 backoff (1 s, doubling to 30 s; reset once it has run a minute); so is the watcher thread.
 
@@ -38,6 +39,7 @@ from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
 from worker.running.broker import EmbeddedBroker, ping, url_file
 from worker.running.children import bound_to_parent
+from worker.running.roles import argv, roles
 from worker.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -56,6 +58,7 @@ class Child:
     env: dict[str, str]
     stop_signal: signal.Signals = signal.SIGTERM
     stop_timeout: float = 10.0
+    nice: int = 0
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
     backoff: float = BACKOFF_FIRST
@@ -63,7 +66,7 @@ class Child:
     restarts: int = 0
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(bound_to_parent(self.argv), env=self.env, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(bound_to_parent(self.argv, self.nice), env=self.env, stdin=subprocess.DEVNULL,
                                      start_new_session=True)
         self.started, self.restart_at = time.monotonic(), None
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
@@ -159,8 +162,9 @@ class Supervisor:
         self.broker_url = self.settings.broker_url or self._start_embedded_broker()
         self.metrics = self._serve_metrics()  # before the children: they inherit its metrics directory
         env = {**os.environ, "FEEDWORKER_BROKER_URL": self.broker_url}
-        self.children.append(Child("celery worker", self._worker_argv(), env,
-                                   stop_timeout=self.settings.task_time_limit + 10.0))
+        for role in roles(self.settings, self.concurrency):  # the general worker, then live and verify
+            self.children.append(Child(role.name, argv(role, self.settings), env, nice=role.nice,
+                                       stop_timeout=self.settings.task_time_limit + 10.0))
         if self.flower:
             self.children.append(Child("flower", self._flower_argv(), self._flower_env(env), stop_timeout=5.0))
         for child in self.children:  # first: a worker takes seconds to boot (it migrates too, under a lock)
@@ -169,8 +173,9 @@ class Supervisor:
         upgrade(self.store)
         self.watcher = WatcherThread(self._make_watcher)
         self.watcher.start()
-        logger.info("feedworker run: watching %s with %d worker processes; broker %s; store %s%s",
-                    self.drop_dir, self.concurrency, "embedded" if self.broker else "configured",
+        workers = ", ".join(f"{r.name} {r.concurrency} {r.pool}" for r in roles(self.settings, self.concurrency))
+        logger.info("feedworker run: watching %s with %s; broker %s; store %s%s",
+                    self.drop_dir, workers, "embedded" if self.broker else "configured",
                     self.store.engine.url.render_as_string(hide_password=True),
                     f"; Flower on http://{FLOWER_ADDRESS}:{env.get('FLOWER_PORT', '5555')} (user:password in "
                     f"{self.settings.state_dir / 'flower.auth'} unless FEEDWORKER_FLOWER_BASIC_AUTH is set)"
@@ -189,11 +194,6 @@ class Supervisor:
         _stop_orphan_broker(url_file(self.settings))
         self.broker = EmbeddedBroker(state)
         return self.broker.start()
-
-    def _worker_argv(self) -> list[str]:
-        return [sys.executable, "-m", "celery", "-A", "worker", "worker", "-c", str(self.concurrency),
-                "-n", f"feedworker-{os.getpid()}@%h", f"--loglevel={self.settings.log_level.upper()}",
-                "--without-mingle", "--without-gossip"]
 
     def _flower_argv(self) -> list[str]:
         return [sys.executable, "-m", "celery", "-A", "worker", "flower", f"--address={FLOWER_ADDRESS}"]
@@ -239,7 +239,7 @@ class Supervisor:
         else:
             logger.warning("second signal: workers stop now; their unfinished tasks return to the queue")
             for child in self.children:
-                child.signal(signal.SIGQUIT if child.name == "celery worker" else signal.SIGTERM)
+                child.signal(signal.SIGQUIT if child.name.endswith(" worker") else signal.SIGTERM)
 
     def supervise(self) -> None:
         while not self.stopping.wait(0.5):
