@@ -70,7 +70,8 @@ def image_host(port: int, log: Path | None = None, *more: str) -> Iterator[str]:
     ``--latency-ms``); yields its base URL."""
     out: IO[bytes] | int = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(image_host_argv(port, *more), cwd=ROOT, stdout=out, stderr=out)
-    base = f"http://127.0.0.1:{port}"
+    hosts = more[more.index("--host") + 1].split(",") if "--host" in more else ["127.0.0.1"]
+    base = f"http://{hosts[0]}:{port}"
     try:
         deadline = time.monotonic() + 10
         while True:
@@ -132,10 +133,10 @@ def bench_env(broker_url: str, store_url: str, code: Path | None = None, **more:
     """The environment of the commands a benchmark starts: no stray FEEDWORKER_* from the caller; ``code``: a
     folder whose ``tasks`` and ``worker`` packages replace the working tree's (see :func:`code_tree`)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDWORKER_", "PROMETHEUS_"))}
-    env.update(FEEDWORKER_BROKER_URL=broker_url, FEEDWORKER_STORE_URL=store_url,
-               FEEDWORKER_IMAGES__ALLOW_NETWORKS='["127.0.0.1/32"]', FEEDWORKER_IMAGES__ALLOW_PORTS='["1-65535"]',
-               FEEDWORKER_LOG_LEVEL="WARNING",
-               PATH=f"{BIN}:{env.get('PATH', '')}", **more)
+    env.update({"FEEDWORKER_BROKER_URL": broker_url, "FEEDWORKER_STORE_URL": store_url,
+                "FEEDWORKER_IMAGES__ALLOW_NETWORKS": '["127.0.0.1/32"]',
+                "FEEDWORKER_IMAGES__ALLOW_PORTS": '["1-65535"]',
+                "FEEDWORKER_LOG_LEVEL": "WARNING", "PATH": f"{BIN}:{env.get('PATH', '')}", **more})
     if code is not None:
         env["PYTHONPATH"] = str(code)
         env["FEEDWORKER_BENCH_CODE"] = str(code)  # read back by celery_worker: the worker's folder
