@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, SecretStr
+
+from tasks.utc import as_utc
 
 INT64 = 2**63 - 1
 
@@ -20,11 +22,7 @@ def _none_to_list(value: Any) -> Any:
     return [] if value is None else value
 
 
-def _as_utc(value: datetime | None) -> datetime | None:
-    """Naive timestamps are taken as UTC; aware ones are converted to it."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_as_utc = as_utc  # naive timestamps are taken as UTC; aware ones are converted to it
 
 
 def _http_url(value: str | None) -> str | None:

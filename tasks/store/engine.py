@@ -10,6 +10,8 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 
+from tasks.utc import as_utc
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -56,11 +58,8 @@ def _parse_ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+_utc = as_utc  # the store's readers' name for it
 
 
 def _iso_us(value: datetime) -> str:
-    return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")  # type: ignore[union-attr]
+    return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")

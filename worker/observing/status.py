@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from tasks.store.changes import stats as change_stats
 from tasks.store.engine import now
 from tasks.store.ledger import Store
 from tasks.store.webhooks import states as webhook_states
+from tasks.utc import as_utc
 from worker.observing.probes import broker_view  # queues, in flight, workers: the same probe as health and metrics
 from worker.running.broker import broker_url
 from worker.settings import Settings
@@ -124,8 +125,7 @@ def _iso(value: datetime | None) -> str | None:
     """UTC, ISO 8601 with ``Z`` (SQLite hands timestamps back without their zone; they were written in UTC)."""
     if value is None:
         return None
-    utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return utc.isoformat(timespec="seconds").replace("+00:00", "Z")
+    return as_utc(value).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _store_problem(store: Store, exc: BaseException) -> str:

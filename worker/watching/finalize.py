@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tasks.names import os_path
+from tasks.utc import as_utc
 from worker.watching.folders import Folders
 from worker.watching.safedir import Tampered, claim_copy, link_at, lstat_at, opened, placed, unlink_at, write_new
 
@@ -254,6 +255,5 @@ def _relative_parent(drop_dir: Path, path: Path) -> Path:
 
 
 def _utc(value: datetime | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    """The drop's finishing time in UTC (now, for a row without one)."""
+    return datetime.now(UTC) if value is None else as_utc(value)
