@@ -160,6 +160,9 @@ def test_the_worker_services_are_the_roles_feedworker_run_starts(model: dict[str
     ran = {(frozenset(r.queues), frozenset(r.exclude), r.pool) for r in roles(Settings(), 2)}
     assert shipped == ran
     assert model["services"]["live-worker"]["cpu_shares"] > model["services"]["worker"]["cpu_shares"]
+    [verify] = [r for r in roles(Settings(), 2) if r.pool == "threads"]
+    for key, value in verify.env:  # the verify worker's own settings (its in-flight cap), as `run` gives them
+        assert model["services"]["verify-worker"]["environment"][key] == value
 
 
 def seconds(duration: str) -> int:

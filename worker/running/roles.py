@@ -8,7 +8,9 @@
 - **verify** (``verify worker``): Celery's threads pool, ``verify_concurrency`` threads serving
   ``feedworker.verify``: a backfill's image checks, which mostly wait on far hosts. All its threads share one
   event loop and HTTP client per process (tasks/images/checker.py), so many batches' checks overlap on warm
-  connections, and it costs one process, not one per batch in flight.
+  connections, and it costs one process, not one per batch in flight. Its process-wide cap on URLs in flight
+  (``images.concurrency``, sized for a prefork process running one batch) is multiplied by
+  ``VERIFY_THREADS_PER_CAP``-thread groups: 16 threads, 4x the cap (still ``images.per_host`` a host).
 
 ``live_concurrency: 0`` or ``verify_concurrency: 0`` leaves that queue to the general worker (a small machine,
 or a test that wants one worker). A plain `celery -A worker worker` consumes every queue, so a deployment of
@@ -25,6 +27,7 @@ from tasks.queues import LIVE_QUEUE, VERIFY_QUEUE
 from worker.settings import Settings
 
 BACKFILL_NICE = 10  # the general and verify workers yield the CPU to the live one
+VERIFY_THREADS_PER_CAP = 4  # threads of the verify worker per images.concurrency URLs in flight
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class Role:
     queues: tuple[str, ...] = ()  # -Q: only these (empty: every queue but ``exclude``)
     exclude: tuple[str, ...] = ()  # -X
     nice: int = 0
+    env: tuple[tuple[str, str], ...] = ()  # settings of its own, over the supervisor's environment
 
 
 def roles(settings: Settings, concurrency: int) -> list[Role]:
@@ -47,8 +51,10 @@ def roles(settings: Settings, concurrency: int) -> list[Role]:
     if live:
         out.append(Role("live worker", "live", "prefork", live, queues=(LIVE_QUEUE,)))
     if verify:
+        in_flight = settings.images.concurrency * -(-verify // VERIFY_THREADS_PER_CAP)
         out.append(Role("verify worker", "verify", "threads", verify, queues=(VERIFY_QUEUE,),
-                        nice=BACKFILL_NICE if live else 0))
+                        nice=BACKFILL_NICE if live else 0,
+                        env=(("FEEDWORKER_IMAGES__CONCURRENCY", str(in_flight)),)))
     return out
 
 

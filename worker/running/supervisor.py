@@ -163,7 +163,7 @@ class Supervisor:
         self.metrics = self._serve_metrics()  # before the children: they inherit its metrics directory
         env = {**os.environ, "FEEDWORKER_BROKER_URL": self.broker_url}
         for role in roles(self.settings, self.concurrency):  # the general worker, then live and verify
-            self.children.append(Child(role.name, argv(role, self.settings), env, nice=role.nice,
+            self.children.append(Child(role.name, argv(role, self.settings), {**env, **dict(role.env)}, nice=role.nice,
                                        stop_timeout=self.settings.task_time_limit + 10.0))
         if self.flower:
             self.children.append(Child("flower", self._flower_argv(), self._flower_env(env), stop_timeout=5.0))
