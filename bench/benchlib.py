@@ -105,6 +105,16 @@ def fresh_database(name: str) -> str:
     return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
 
 
+def drop_database(name: str) -> None:
+    """Drop a PostgreSQL database a benchmark made for itself."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    engine.dispose()
+
+
 def fresh_redis(db: int) -> str:
     """Flush one Redis database number; return its URL."""
     import redis

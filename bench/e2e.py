@@ -202,6 +202,8 @@ def main() -> None:
                     help="N loopback webhook receivers (bench/hooksink.py): ingestion with webhooks on vs off")
     ap.add_argument("--profile", action="store_true", help="py-spy the workers and the ingester (collapsed stacks "
                     "in the run's log folder) and print the hottest functions")
+    ap.add_argument("--naive", type=int, default=0, metavar="N", help="also run the one-process pipeline "
+                    "(bench/naive.py) on the first N files, against the same image host, after each run: the ratio")
     args = ap.parse_args()
 
     WORK.mkdir(parents=True, exist_ok=True)
@@ -211,7 +213,8 @@ def main() -> None:
     print(f"code: {args.code or 'the working tree'}; settings: {' '.join(args.set) or 'defaults'}")
     print(f"e2e backlog: {args.count:,} files (--mix clean), {args.workers} worker(s) x -c {args.concurrency}"
           f"{' -P ' + args.pool if args.pool else ''}, Redis + PostgreSQL on loopback")
-    runs = []
+    runs: list[Run] = []
+    naives: list[float] = []
     for n in range(args.repeat):
         log_dir = Path(tempfile.mkdtemp(prefix="e2e-run-", dir=WORK))
         with sinks(args.webhooks) as (endpoints, received):
@@ -233,13 +236,22 @@ def main() -> None:
                 for line in summarize_stacks(stacks, marks=MARKS):
                     print(f"    {line}")
         runs.append(run)
+        if args.naive:
+            with image_host(args.image_port, log_dir / "image-host-naive.log"):
+                res = subprocess.run([sys.executable, str(ROOT / "bench" / "naive.py"), str(drops), "--limit",
+                                      str(args.naive)], capture_output=True, text=True, check=True)
+            naive = float(res.stdout.split("figure: naive ")[1].split()[0].replace(",", ""))
+            naives.append(naive)
+            print(f"  {res.stdout.splitlines()[0]}; feedworker / naive: {run.rate / naive:.2f}x")
     correct = all(r.correct for r in runs)
     rates = sorted(r.rate for r in runs)
     cpu = sorted(sum(r.cpu.values()) / r.files * 1e6 for r in runs)
     spread = f" (runs: {', '.join(f'{r:,.0f}' for r in rates)})" if len(runs) > 1 else ""
     verdict = "all answers hold" if correct else "ANSWERS OFF"
     print(f"figure: {statistics.median(rates):,.0f} files/s end to end{spread}, "
-          f"{statistics.median(cpu):,.0f} us CPU a file ({args.count:,} files, {verdict})")
+          f"{statistics.median(cpu):,.0f} us CPU a file ({args.count:,} files, {verdict})"
+          + (f"; naive {statistics.median(naives):,.0f} files/s, ratio "
+             f"{statistics.median(r.rate / n for r, n in zip(runs, naives, strict=True)):.2f}x" if naives else ""))
     sys.exit(0 if correct else 1)
 
 

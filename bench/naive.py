@@ -91,7 +91,7 @@ def run(files: Sequence[Path], store_url: str) -> NaiveResult:
 
 
 def main() -> None:
-    from benchlib import fresh_database
+    from benchlib import drop_database, fresh_database
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("folder", type=Path, help="drop files (e.g. a tools.corpus folder)")
@@ -99,8 +99,13 @@ def main() -> None:
     ap.add_argument("--store", default=None, help="PostgreSQL URL (default: a fresh feedworker_bench_naive)")
     args = ap.parse_args()
     files = sorted(p for p in args.folder.iterdir() if p.is_file())[: args.limit]
-    store = args.store or fresh_database(f"feedworker_bench_naive_{os.getpid()}")
-    result = run(files, store)
+    own = f"feedworker_bench_naive_{os.getpid()}"
+    store = args.store or fresh_database(own)
+    try:
+        result = run(files, store)
+    finally:
+        if not args.store:
+            drop_database(own)
     print(result.line())
     print(f"figure: naive {result.files_per_second:,.1f} files/s")
 
