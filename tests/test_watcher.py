@@ -26,7 +26,7 @@ import redis
 from kombu.serialization import loads as kombu_loads
 from sqlalchemy import select
 
-from tasks.queues import STAGE_QUEUES
+from tasks.queues import LIVE_QUEUE, QUEUE, STAGE_QUEUES
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
 from tasks.store.schema import drops
@@ -208,6 +208,33 @@ def test_restart_finds_files_dropped_while_stopped_and_sends_nothing_twice(tmp_p
     assert set(names.values()) == {1}
     assert set(names) == {f"live{i}.txt" for i in range(3)} | {f"down{i}.txt" for i in range(3)} | {"n.txt"}
     assert len(ledger(store_url)) == 7
+
+
+def test_the_first_scan_is_a_backfill_and_what_follows_is_live(tmp_path: Path, broker: str, store_url: str) -> None:
+    """What the folder held before the watcher started (the first scan's finds) goes to the backfill lane;
+    what is dropped once that scan is done goes to the live lane, never queued behind it (docs/queues.md)."""
+    folder = tmp_path / "drops"
+    folder.mkdir()
+    for i in range(3):
+        drop_renamed(folder, f"old{i}.txt", GOOD.format(title=f"O{i}", slug=f"o{i}"))
+    with running(new_watcher(folder, settings_for(broker, store_url))):
+        wait_for(lambda: sum(sent_names(broker).values()) == 3, 3)
+        drop_renamed(folder, "new.txt", GOOD.format(title="New", slug="new"))
+        wait_for(lambda: sum(sent_names(broker).values()) == 4, 3)
+    client = redis.Redis.from_url(broker)
+
+    def names_in(queue: str) -> set[str]:
+        return {w["name"] for raw in client.lrange(queue, 0, -1) for w in _parse_args(raw)}
+
+    assert names_in(QUEUE) == {"old0.txt", "old1.txt", "old2.txt"}
+    assert names_in(LIVE_QUEUE) == {"new.txt"}
+
+
+def _parse_args(raw: Any) -> list[dict[str, Any]]:
+    msg = json.loads(raw)
+    body = kombu_loads(base64.b64decode(msg["body"]), msg["content-type"],  # type: ignore[no-untyped-call]
+                       msg["content-encoding"])
+    return list(body[0][0])
 
 
 def test_symlinks_are_never_followed_out_of_the_folder(tmp_path: Path, broker: str, store_url: str) -> None:

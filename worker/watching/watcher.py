@@ -92,10 +92,12 @@ class DropWatcher:
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
         self.app = app
-        # The first scan's finds are a backlog (what arrived while nobody watched): the backfill lane, behind
-        # which they must not hold up what is dropped from now on (the live lane, from the end of that scan).
         self.enq = Enqueuer(app, store, settings.parse, uuid.uuid4().hex, ORIGIN, self.scope, root=self.root,
-                            lane=BACKFILL)
+                            lane=LIVE)
+        # The first scan's finds are a backlog (what arrived while nobody watched): they go in the backfill lane,
+        # so that they never hold up what is dropped from now on (the live lane). Emptied as they are sent.
+        self.backlog: set[Path] = set()
+        self._first_scan = True
         self.tracker = SettleTracker(watch.settle_seconds)
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.batcher = Batcher(watch.batch_max, watch.batch_window_ms / 1000)  # when ready files go out
@@ -207,6 +209,7 @@ class DropWatcher:
         if kind == EVENT_TYPE_MOVED:
             if src is not None:
                 self.tracker.forget(src)
+                self.backlog.discard(src)
             dest = _path(event.dest_path)
             if dest is not None and self.in_scope(dest):
                 self._ready(dest, now_m)  # renamed into place: complete now
@@ -222,6 +225,7 @@ class DropWatcher:
         elif kind == EVENT_TYPE_DELETED:
             self.tracker.forget(src)
             self.batcher.discard(src)
+            self.backlog.discard(src)
 
     def in_scope(self, path: Path) -> bool:
         """A drop's name, below the root, not hidden or temporary at any level, not in processed/ or failed/."""
@@ -239,12 +243,13 @@ class DropWatcher:
 
     def _scan_slice(self, now_m: float) -> None:
         assert self._scan is not None
+        first = self._first_scan  # this slice's finds are the backlog, even if the scan ends in it
         found: dict[str, tuple[Path, os.stat_result]] = {}
         for _ in range(SCAN_SLICE):
             entry = next(self._scan, None)
             if entry is None:
                 self._scan = None
-                self.enq.lane = LIVE  # the backlog is found: what comes now is live
+                self._first_scan = False
                 break
             path = Path(entry.path)
             if path in self.tracker or path in self.batcher:
@@ -265,6 +270,8 @@ class DropWatcher:
             for key, (path, st) in found.items():
                 if key not in self.known:
                     self.tracker.seen(path, st, now_m, wall)
+                    if first:
+                        self.backlog.add(path)
 
     def _skip_symlink(self, path: Path) -> None:
         """Symlinks are never followed, so never drops: said once per path (a rescan meets them again)."""
@@ -317,16 +324,27 @@ class DropWatcher:
 
     def _submit(self, paths: list[Path]) -> None:
         keys = self._keys(paths)
-        sent = self.enq.submit(paths)
+        sent = 0
+        for lane, group in self._lanes(paths):
+            self.enq.lane = lane
+            sent += self.enq.submit(group)
+            self.backlog.difference_update(group)
         self.known.update(keys.values())
         if sent:
             logger.debug("enqueued %d of %d files", sent, len(paths))
+
+    def _lanes(self, paths: list[Path]) -> list[tuple[str, list[Path]]]:
+        """``paths`` by lane: the first scan's finds in the backfill lane, the rest live."""
+        backlog = [p for p in paths if p in self.backlog]
+        live = [p for p in paths if p not in self.backlog]
+        return [(lane, group) for lane, group in ((BACKFILL, backlog), (LIVE, live)) if group]
 
     def _resubmit(self, paths: list[Path]) -> None:
         """Send again a batch whose submit failed: the drops it registered are sent from the ledger (a plain submit
         would skip them as known), the others are submitted afresh."""
         keys = self._keys(paths)
         registered = self.store.known_keys(keys.values())
+        self.enq.lane = BACKFILL if any(p in self.backlog for p in paths) else LIVE
         rows = []
         for path, key in keys.items():
             if key in registered:
@@ -341,6 +359,7 @@ class DropWatcher:
             self.enq.resend(rows)
         if fresh:
             self.enq.submit(fresh)
+        self.backlog.difference_update(paths)
         self.known.update(keys.values())
 
     def _keys(self, paths: list[Path]) -> dict[Path, str]:
