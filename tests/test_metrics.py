@@ -111,7 +111,10 @@ def get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]  # (name, labels) -> value
+
+
+def scrape(port: int) -> Samples:
     """Every sample of the endpoint: (name, sorted labels) -> value."""
     status, text = get(port, "/metrics")
     assert status == 200
@@ -119,7 +122,7 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
 
-def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
@@ -242,6 +245,10 @@ def test_label_values_are_bounded() -> None:
     assert bounded(None, STAGES) == "other"
 
 
+def _with_workers(samples: Samples, count: int) -> Samples | None:
+    return samples if value(samples, "feedworker_workers") == count else None
+
+
 @pytest.mark.slow
 def test_feedworker_run_serves_the_whole_picture(tmp_path: Path, httpserver: HTTPServer) -> None:
     """The endpoint of `feedworker run` (metrics_port): the watcher's discoveries, the forked pool's outcomes and
@@ -268,7 +275,8 @@ def test_feedworker_run_serves_the_whole_picture(tmp_path: Path, httpserver: HTT
         wait_for(lambda: counted() >= corpus.total, 10)
         assert totals[-1] == corpus.total and totals == sorted(totals), totals
         time.sleep(1.1)  # the ledger and broker gauges are cached for a second
-        after = scrape(port)
+        # `run` starts three workers (general, live, verify: worker/running/roles.py); all answer once booted
+        after = wait_for(lambda: _with_workers(scrape(port), 3), 30, interval=1.1)
         assert get(port, "/livez")[0] == get(port, "/readyz")[0] == 200
         stop(run, tmp_path)
     assert value(after, "feedworker_drops_discovered_total", origin="watch") == 20
@@ -277,4 +285,4 @@ def test_feedworker_run_serves_the_whole_picture(tmp_path: Path, httpserver: HTT
     assert value(after, "feedworker_drops_total", outcome="failed", stage="read") == 1
     assert value(after, "feedworker_image_checks_total", status="ok") == corpus.images["ok"]
     assert value(after, "feedworker_backlog_drops") == value(after, "feedworker_oldest_queued_age_seconds") == 0
-    assert value(after, "feedworker_workers") == 1 and value(after, "feedworker_broker_up") == 1
+    assert value(after, "feedworker_workers") == 3 and value(after, "feedworker_broker_up") == 1
