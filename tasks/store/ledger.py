@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
@@ -175,8 +175,17 @@ class Store:
             return [dict(r._mapping) for r in rows]
 
     def mark_finalized(self, key: str, final_path: str | None) -> None:
-        self.transaction(lambda conn: conn.execute(
-            update(drops).where(drops.c.key == key).values(finalized_at=now(), final_path=final_path)))
+        self.mark_finalized_many([(key, final_path)])
+
+    def mark_finalized_many(self, done: Sequence[tuple[str, str | None]]) -> None:
+        """Drops put away (key, where the file is now): one transaction for a watcher's whole pass, so that a pass
+        costs one commit, not one a drop, on the loop that also takes new drops."""
+        if not done:
+            return
+        stmt = (update(drops).where(drops.c.key == bindparam("k"))
+                .values(finalized_at=bindparam("at"), final_path=bindparam("p")))
+        at = now()
+        self.transaction(lambda conn: conn.execute(stmt, [{"k": k, "p": p, "at": at} for k, p in done]))
 
     def known_keys(self, keys: Iterable[str]) -> set[str]:
         keys = list(keys)

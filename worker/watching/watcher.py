@@ -375,21 +375,23 @@ class DropWatcher:
 
     def finalize_finished(self) -> int:
         """Put away every finished drop of this folder whose file has not been moved yet; return how many."""
-        done = 0
+        marks: list[tuple[str, str | None]] = []
         problems = self.folders.check()
         for row in self.store.finished_unfinalized(ORIGIN, under=self._prefix):
             put = self._put_away(row, problems)
             if put is None:
                 continue
             action, final = put
-            self.store.mark_finalized(row["key"], escaped_path(final) if final else None)
+            marks.append((row["key"], escaped_path(final) if final else None))
             self.missing_since.pop(row["key"], None)
             if action != "kept":
                 self.known.discard(row["key"])  # its file left the folder: keep the set the folder's size
-            done += 1
             logger.debug("finalized %s: %s", row["name"], action, extra={"file": row["name"]})
+        # One commit for the pass. Should it fail, the files moved meanwhile are found where they went next pass
+        # (finalize's find_moved), as after a crash between a move and its mark.
+        self.store.mark_finalized_many(marks)
         self.tamper.update(problems)
-        return done
+        return len(marks)
 
     def _put_away(self, row: dict[str, Any], problems: dict[str, str]) -> tuple[str, Path | None] | None:
         """Finalize one drop: (action, where its file is now), or None when not now. Whatever goes wrong with
