@@ -50,6 +50,20 @@ FLOWER_ADDRESS = "127.0.0.1"  # `run` serves Flower on loopback only; FLOWER_POR
 
 
 @dataclass
+class Backoff:
+    """The pause before a restart: 1 s, doubling to 30 s; back to 1 s once the restarted thing has run a while."""
+
+    delay: float = BACKOFF_FIRST
+
+    def next(self) -> float:
+        delay, self.delay = self.delay, min(BACKOFF_MAX, self.delay * 2)
+        return delay
+
+    def reset(self) -> None:
+        self.delay = BACKOFF_FIRST
+
+
+@dataclass
 class Child:
     """One supervised process: how to start it, and its restart state."""
 
@@ -61,7 +75,7 @@ class Child:
     nice: int = 0
     proc: subprocess.Popen[bytes] | None = None
     started: float = 0.0
-    backoff: float = BACKOFF_FIRST
+    backoff: Backoff = field(default_factory=Backoff)
     restart_at: float | None = None
     restarts: int = 0
 
@@ -78,12 +92,12 @@ class Child:
         code = self.proc.poll()
         if code is None:
             if now - self.started > HEALTHY_AFTER:
-                self.backoff = BACKOFF_FIRST
+                self.backoff.reset()
             return
         if self.restart_at is None:
-            self.restart_at = now + self.backoff
-            logger.error("%s exited with code %s; starting it again in %.0f s", self.name, code, self.backoff)
-            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
+            delay = self.backoff.next()
+            self.restart_at = now + delay
+            logger.error("%s exited with code %s; starting it again in %.0f s", self.name, code, delay)
         elif now >= self.restart_at:
             self.restarts += 1
             self.start()
@@ -111,8 +125,8 @@ class WatcherThread:
     make: Callable[[], Any]  # () -> DropWatcher
     watcher: Any = None
     thread: threading.Thread | None = None
-    failed_at: float | None = None
-    backoff: float = BACKOFF_FIRST
+    restart_at: float | None = None
+    backoff: Backoff = field(default_factory=Backoff)
     errors: list[BaseException] = field(default_factory=list)
 
     def start(self) -> None:
@@ -126,12 +140,11 @@ class WatcherThread:
         except BaseException as exc:
             logger.exception("the watcher stopped on an error")
             self.errors.append(exc)
-            self.failed_at = time.monotonic()
+            self.restart_at = time.monotonic() + self.backoff.next()
 
     def check(self, now: float) -> None:
-        if self.failed_at is not None and now >= self.failed_at + self.backoff:
-            self.failed_at = None
-            self.backoff = min(BACKOFF_MAX, self.backoff * 2)
+        if self.restart_at is not None and now >= self.restart_at:
+            self.restart_at = None
             self.start()
 
     def stop(self, timeout: float = 15.0) -> None:
