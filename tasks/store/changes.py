@@ -16,19 +16,29 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 import orjson
-from sqlalchemy import Connection, Text, cast, func, select, text, update
+from sqlalchemy import Connection, Engine, Text, cast, func, select, text, update
 
 from tasks.errors import FeedworkerError
 from tasks.link.merge import Change
+from tasks.store.engine import _iso_us, exported_record, now
 from tasks.store.schema import change_log, changes, items
 
-if TYPE_CHECKING:
-    from tasks.store.ledger import Store
+T = TypeVar("T")
+
+
+class Store(Protocol):
+    """What the change log needs of a store (tasks.store.ledger.Store, which calls in here when it publishes: a
+    protocol, not an import, so the two modules do not import each other)."""
+
+    engine: Engine
+    dialect: str
+
+    def transaction(self, work: Callable[[Connection], T], attempts: int = ...) -> T: ...
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +106,6 @@ _SQLITE_LOG = text(_INTO + _COPY.replace("r.", ":") + " FROM items i WHERE i.url
 def read(store: Store, since: int | None, limit: int, check: bool = True) -> list[dict[str, Any]]:
     """Up to ``limit`` changes after cursor ``since`` (from the oldest kept without one), as printed lines.
     ``check``: refuse a cursor that is not this log's (False: a cursor the caller keeps and checked itself)."""
-    from tasks.store.engine import _iso_us
-    from tasks.store.ledger import _record
-
     with store.engine.connect() as conn:
         if since is not None and check:
             _check_cursor(conn, store.dialect, since)
@@ -106,7 +113,7 @@ def read(store: Store, since: int | None, limit: int, check: bool = True) -> lis
         rows = [{**r._mapping, "body": _loads(r.body)} for r in conn.execute(stmt)]
         full = _full_urls(conn, {rel["url"] for r in rows for rel in r["body"].get("related") or []})
     return [{"cursor": str(r["seq"]), "kind": r["kind"], "url": r["url"], "version": r["version"],
-             "at": _iso_us(r["updated_at"]), "record": _record(r, full)} for r in rows]
+             "at": _iso_us(r["updated_at"]), "record": exported_record(r, full)} for r in rows]
 
 
 # The body read as text and parsed here with orjson (~4x the driver's json.loads: most of a read's CPU).
@@ -147,8 +154,6 @@ def _full_urls(conn: Connection, urls: set[str]) -> set[str]:
 
 def stats(store: Store) -> dict[str, Any]:
     """The log's size and its oldest entry's time (for `feedworker status`)."""
-    from tasks.store.engine import _iso_us
-
     with store.engine.connect() as conn:
         count, oldest = conn.execute(select(func.count(), func.min(changes.c.updated_at))).one()
     return {"count": int(count), "oldest_at": _iso_us(oldest) if oldest is not None else None}
@@ -177,8 +182,6 @@ def prune_now_and_then(store: Store, retention: timedelta, state: dict[str, floa
     if clock - state.get("at", -PRUNE_EVERY) < PRUNE_EVERY:
         return
     state["at"] = clock
-    from tasks.store.engine import now
-
     try:
         gone = prune(store, now() - retention)
     except Exception as exc:  # the next publish tries again later; the log only grows meanwhile

@@ -63,3 +63,13 @@ _utc = as_utc  # the store's readers' name for it
 
 def _iso_us(value: datetime) -> str:
     return _utc(value).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def exported_record(row: Any, full: set[str]) -> dict[str, Any]:
+    """An ``items`` row as the contract's record (what `export` and `changes` print); ``full``: the related URLs
+    that have a full record of their own (``resolved``)."""
+    body = dict(row["body"])
+    related = [{**rel, "resolved": rel["url"] in full} for rel in body.pop("related", [])]
+    return {"url": row["url"], "stub": row["stub"], **body, "secured": row["secured"], "related": related,
+            "version": row["version"], "content_sha256": row["content_sha256"],
+            "first_seen_at": _iso_us(row["first_seen_at"]), "updated_at": _iso_us(row["updated_at"])}

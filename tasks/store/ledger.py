@@ -30,7 +30,7 @@ from tasks.link.merge import Applied, apply_drafts
 from tasks.link.records import Draft, Normalized
 from tasks.shapes import Outcome
 from tasks.store.changes import DEFAULT_RETENTION, log_changes, prune_now_and_then
-from tasks.store.engine import _iso_us, _parse_ts, _utc, make_engine, now
+from tasks.store.engine import _parse_ts, _utc, exported_record, make_engine, now
 from tasks.store.schema import DONE_STATES, drops, items
 from tasks.store.statements import (
     _FINISH_DROP,
@@ -316,7 +316,7 @@ class Store:
             full = {u for (u,) in conn.execute(select(items.c.url).where(items.c.stub.is_(False)))}
             result = conn.execution_options(yield_per=500).execute(select(items).order_by(items.c.id))
             for row in result:
-                yield _record(row._mapping, full)
+                yield exported_record(row._mapping, full)
 
     def count_items(self) -> Counter[str]:
         with self.engine.connect() as conn:
@@ -343,14 +343,6 @@ def _row(d: Draft, version: int, stamp: datetime) -> dict[str, Any]:
             "order_mtime_ns": d["order_mtime_ns"], "order_name": d["order_name"], "title": body.get("title"),
             "published_at": _parse_ts(body.get("published_at")), "source_id": body.get("source_id"),
             "secured": d["secured"], "body": body, "first_seen_at": stamp, "updated_at": stamp}
-
-
-def _record(row: Any, full: set[str]) -> dict[str, Any]:
-    body = dict(row["body"])
-    related = [{**rel, "resolved": rel["url"] in full} for rel in body.pop("related", [])]
-    return {"url": row["url"], "stub": row["stub"], **body, "secured": row["secured"], "related": related,
-            "version": row["version"], "content_sha256": row["content_sha256"],
-            "first_seen_at": _iso_us(row["first_seen_at"]), "updated_at": _iso_us(row["updated_at"])}
 
 
 def _short(exc: BaseException) -> str:
