@@ -121,7 +121,7 @@ def warm_cache(files: list[Path], env: dict[str, str]) -> int:
         "from tasks.limits import ParseLimits\n"
         "from tasks.parse.parsing import parse_drop\n"
         "from tasks.link.records import Drop, image_urls, normalize\n"
-        "from worker.running.resources import make_checker\n"
+        "from worker.celeryapp.resources import make_checker\n"
         "urls = set()\n"
         "for p in map(Path, sys.argv[1:]):\n"
         "    n = normalize(parse_drop(p.name, p.read_bytes(), ParseLimits()), Drop('k', p.name, str(p), 1, 1))\n"

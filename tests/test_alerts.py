@@ -36,6 +36,7 @@ def test_the_rules_an_operator_needs_are_there_and_complete() -> None:
 
 
 def test_every_metric_named_is_served(tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.celeryapp.celery_app import make_app
     from worker.observing import metrics, metricserver
     from worker.settings import Settings
 
@@ -51,7 +52,8 @@ def test_every_metric_named_is_served(tmp_path: Path, redis_url: str, monkeypatc
 
     ensure(store, ["hook"])  # a webhook endpoint's gauges exist once it has its row
     store.dispose()
-    server = metricserver.serve(0, "127.0.0.1", Settings(broker_url=redis_url, store_url=store_url))
+    settings = Settings(broker_url=redis_url, store_url=store_url)
+    server = metricserver.serve(0, "127.0.0.1", settings, app=make_app(settings))
     try:
         metrics.drops_discovered("watch", 1)  # the process's counters exist from their first use
         served = {name for name, _ in scrape(server.port)}

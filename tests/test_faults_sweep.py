@@ -1,4 +1,4 @@
-"""The lost-drop sweep (worker/watching/lostdrops.py): a drop whose message is really gone is sent again by the workers
+"""The lost-drop sweep (worker/celeryapp/sweep.py): a drop whose message is really gone is sent again by the workers
 once, whoever sent it (here plain `feedworker ingest`, which never resends); drops waiting behind a backlog longer
 than ``requeue_after_seconds`` are not sent again, neither by the sweep nor by `ingest --wait`."""
 

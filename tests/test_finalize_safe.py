@@ -225,7 +225,8 @@ def test_a_drop_whose_folder_becomes_a_link_loop_is_dropped_not_fatal(tmp_path: 
 
 def test_a_tampered_folder_is_said_once_and_shown_to_status(tmp_path: Path, caplog: pytest.LogCaptureFixture
                                                             ) -> None:
-    from worker.watching.tamper import TamperLog, tampered_folders
+    from worker.observing.tampered import tampered_folders
+    from worker.watching.tamper import TamperLog
 
     state = tmp_path / ".feedworker"
     log = TamperLog(tmp_path / "drops", state)

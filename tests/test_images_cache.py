@@ -151,7 +151,7 @@ def test_memory_cache_is_bounded_and_forgets_expired_answers() -> None:
 
 def test_the_checker_caches_in_memory_when_there_is_no_redis(redis_url: str) -> None:
     from tasks.images.cache import MemoryOutcomeCache
-    from worker.running.resources import make_checker
+    from worker.celeryapp.resources import make_checker
     from worker.settings import Settings
 
     with make_checker(Settings(broker_url="amqp://guest:guest@127.0.0.1:5672/")) as checker:

@@ -4,7 +4,7 @@
   directory (the shape of `feedworker run`: an enqueuing process and forked workers, one endpoint): the counters
   move by exactly the right amounts (20 drops, 3 refused: published 17, failed 3 with their stages), and the
   values come from several processes.
-- :func:`worker.observing.metrics.serve` (what `run` / `watch` call) reads the ledger and broker at scrape time:
+- :func:`worker.observing.metricserver.serve` (what `run` / `watch` call) reads the ledger and broker at scrape time:
   backlog, oldest queued drop, queue depth, workers; and answers /livez and /readyz.
 """
 
@@ -184,6 +184,7 @@ def test_counters_move_by_the_right_amounts_during_an_ingest(tmp_path: Path, bro
 @pytest.mark.slow
 def test_served_ledger_gauges_and_health(tmp_path: Path, broker: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`serve` as `run` calls it: a real stale backlog (enqueued, no worker running) shows in the gauges."""
+    from worker.celeryapp.celery_app import make_app
     from worker.observing.metricserver import serve
     from worker.settings import Settings
 
@@ -194,7 +195,7 @@ def test_served_ledger_gauges_and_health(tmp_path: Path, broker: str, monkeypatc
     env = env_for(broker, store_url, FEEDWORKER_WATCH__BATCH_MAX="3")
     assert "enqueued 7" in feedworker(env, "ingest", str(corpus_dir)).stdout
     settings = Settings(broker_url=broker, store_url=store_url)
-    server = serve(0, "127.0.0.1", settings)
+    server = serve(0, "127.0.0.1", settings, app=make_app(settings))
     try:
         from worker.observing import metrics
 
@@ -224,8 +225,7 @@ def test_readyz_answers_503_on_a_store_without_schema(tmp_path: Path, broker: st
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     (tmp_path / "empty.db").touch()  # a store with no schema
     server = serve(0, "127.0.0.1", Settings(broker_url="redis://127.0.0.1:1/0",
-                                            store_url=f"sqlite:///{tmp_path / 'empty.db'}"), ledger=False,
-                   alive=lambda: False)
+                                            store_url=f"sqlite:///{tmp_path / 'empty.db'}"), alive=lambda: False)
     try:
         status, body = get(server.port, "/readyz")
         assert status == 503

@@ -44,6 +44,7 @@ def status(env: dict[str, str]) -> tuple[int, dict[str, Any]]:
 
 def test_status_metrics_and_health_with_queued_and_in_flight_messages(
         tmp_path: Path, rabbit: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.celeryapp.celery_app import make_app
     from worker.observing.metricserver import serve
     from worker.settings import Settings
 
@@ -61,7 +62,8 @@ def test_status_metrics_and_health_with_queued_and_in_flight_messages(
         table = feedworker(env, "status").stdout  # as an operator reads it
         assert "reachable" in table and "UNREACHABLE" not in table
         assert "feedworker 3 " in table and "0 in flight" in table  # a lane a line
-        server = serve(0, "127.0.0.1", Settings(broker_url=rabbit, store_url=store_url))
+        settings = Settings(broker_url=rabbit, store_url=store_url)
+        server = serve(0, "127.0.0.1", settings, app=make_app(settings))
         try:
             samples = scrape(server.port)
             assert value(samples, "feedworker_queue_messages", queue="feedworker") == 3

@@ -55,12 +55,13 @@ def migrate() -> None:
 @click.option("--json", "as_json", is_flag=True, help='Print {"published": n, "unchanged": n, "failed": n}.')
 def ingest(paths: tuple[Path, ...], wait: bool, as_json: bool) -> None:
     """Enqueue files or folders once (backfill)."""
-    from worker.running.broker import broker_url
+    from worker.celeryapp.celery_app import app
     from worker.running.ingest import ingest as run_ingest
+    from worker.settings import broker_url
 
     settings = _settings()
     broker_url(settings)  # fail early, with what to do, when there is no broker
-    summary = run_ingest(settings, _store(settings), list(paths), wait, show_progress=sys.stderr.isatty())
+    summary = run_ingest(app, settings, _store(settings), list(paths), wait, show_progress=sys.stderr.isatty())
     if as_json:
         click.echo(json.dumps(summary))
     else:
@@ -174,7 +175,7 @@ def _report(checks: Any, as_json: bool) -> None:
 def replay() -> None:
     """Re-enqueue failed drops (after a fix or a config change)."""
     from worker.celeryapp.celery_app import app
-    from worker.running.broker import broker_url
+    from worker.settings import broker_url
     from worker.watching.enqueue import Enqueuer
 
     settings = _settings()
@@ -224,7 +225,7 @@ def run(drop_dir: Path, flower: bool, concurrency: int | None) -> None:
 @click.argument("drop_dir", type=click.Path(file_okay=False, path_type=Path))
 def watch(drop_dir: Path) -> None:
     """The watcher alone: enqueue drops from DROP_DIR (workers run elsewhere)."""
-    from worker.watching.watcher import watch_main
+    from worker.running.watch import watch_main
 
     sys.exit(watch_main(_settings(), drop_dir))
 

@@ -19,10 +19,11 @@ import yaml
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from tasks.errors import FeedworkerError
+from tasks.errors import BrokerUnavailable, FeedworkerError
 from tasks.limits import ImageLimits, ParseLimits
 
 STATE_DIR = Path(".feedworker")  # embedded broker data and its URL file, beside the default SQLite store
+BROKER_URL_FILE = "broker.url"  # in the state folder: the embedded broker's URL (see broker_url below)
 
 
 class WatchSettings(BaseModel):
@@ -174,3 +175,21 @@ def _config_path() -> Path | None:
 def get_settings() -> Settings:
     """The process's settings, read once."""
     return Settings()
+
+
+def url_file(settings: Settings) -> Path:
+    """Where `feedworker run` writes its embedded broker's URL (worker/running/broker.py starts it), for the
+    commands started from the same folder to find it."""
+    return settings.state_dir / BROKER_URL_FILE
+
+
+def broker_url(settings: Settings) -> str:
+    """The configured broker URL, else the running embedded broker's; raises when there is neither."""
+    if settings.broker_url:
+        return settings.broker_url
+    path = url_file(settings)
+    if path.is_file():
+        return path.read_text(encoding="utf-8").strip()
+    raise BrokerUnavailable(
+        "no broker: set FEEDWORKER_BROKER_URL (e.g. redis://127.0.0.1:6379/0), "
+        f"or start `feedworker run` in this folder, which starts an embedded one (looked for {path})")

@@ -25,9 +25,9 @@ from tasks.queues import STAGE_QUEUES
 from worker.celeryapp import codec
 from worker.celeryapp.patches import kombufix, softlimit
 from worker.celeryapp.runtime import WorkerRuntime
+from worker.celeryapp.sweep import LostSweep
 from worker.observing.probes import is_amqp
-from worker.running.broker import broker_url
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, broker_url, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -71,9 +71,7 @@ def make_app(settings: Settings) -> Celery:
         ["--metrics-port"], type=int, default=None,
         help="Serve this worker's /metrics, /livez and /readyz on this port (0: any free port)."))
     app.steps["worker"].add(MetricsEndpoint)
-    from worker.watching.lostdrops import LostSweep
-
-    app.steps["worker"].add(LostSweep)  # drops whose messages are gone are sent again (worker/watching/lostdrops.py)
+    app.steps["worker"].add(LostSweep)  # drops whose messages are gone are sent again (worker/celeryapp/sweep.py)
     return app
 
 
@@ -130,7 +128,7 @@ class MetricsEndpoint(bootsteps.StartStopStep):  # type: ignore[misc]
         if self.port is not None:
             from worker.observing.metricserver import serve
 
-            self.server = serve(self.port, ledger=False)
+            self.server = serve(self.port)  # no app: the ledger's gauges are run's / watch's
 
     def stop(self, parent: Any) -> None:
         if self.server is not None:
@@ -195,7 +193,7 @@ def _migrate_before_fork(**_: Any) -> None:
         store.dispose()
     # Import the image checker's stack (httpx, aiohttp, Pillow) once here, so each pool child inherits it
     # instead of paying 0.2-0.8 s on its first batch: that cold start was the tail of live drop latency.
-    import worker.running.resources  # noqa: F401
+    import worker.celeryapp.resources  # noqa: F401
 
 
 @signals.worker_process_init.connect

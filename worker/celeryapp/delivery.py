@@ -54,7 +54,7 @@ def _note(request: Any, exc: BaseException) -> None:
         stage = str(request.name).rsplit(".", 1)[-1]
         how = f"time limit ({exc.args[0]} s)" if isinstance(exc, TimeLimitExceeded) else str(exc)
         if _store is None:
-            from worker.running.resources import make_store
+            from worker.celeryapp.resources import make_store
 
             _store = make_store()
         note_lost(_store, tag["id"], stage, how)

@@ -22,12 +22,12 @@ class WorkerRuntime:
         return get_settings()
 
     def make_store(self) -> Store:
-        from worker.running.resources import make_store
+        from worker.celeryapp.resources import make_store
 
         return make_store()
 
     def make_checker(self) -> Checker:
-        from worker.running.resources import make_checker
+        from worker.celeryapp.resources import make_checker
 
         return make_checker()
 

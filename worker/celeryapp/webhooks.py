@@ -72,7 +72,7 @@ def _endpoint(settings: Settings, name: str) -> webhooks.Endpoint | None:
 def _store(settings: Settings) -> Store:
     """One store per process, made after fork; the endpoints' rows made once."""
     if _process.get("pid") != os.getpid():
-        from worker.running.resources import make_store
+        from worker.celeryapp.resources import make_store
 
         store = make_store(settings)
         webhooks.ensure(store, [ep.name for ep in settings.webhooks.endpoints])

@@ -1,7 +1,8 @@
 """Serving the metrics: ``/metrics`` (every process's values from the multiprocess directory, plus gauges read
 from the ledger and the broker at scrape time), ``/livez`` and ``/readyz`` on one port (worker/observing/health.py).
 
-``serve`` reads the Celery app (for the broker probe) where it is called: the `run` / `watch` process, which made it.
+``serve`` is handed the Celery app (for the broker probe) by the `run` / `watch` process that made it: nothing
+here builds one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from celery import Celery
 
 from worker.observing import metricsdir
 
@@ -133,13 +136,13 @@ class MetricsServer:
             metricsdir.release_multiprocess()
 
 
-def serve(port: int, addr: str | None = None, settings: Any = None, ledger: bool = True,
+def serve(port: int, addr: str | None = None, settings: Any = None, app: Celery | None = None,
           alive: Callable[[], bool] | None = None) -> MetricsServer:
     """Serve the metrics of this process and of every process sharing its metrics directory on ``port``
     (0: any free port, see ``.port``), on ``addr`` (default: the ``metrics_host`` setting, 127.0.0.1). Call it
-    before starting the processes whose metrics it serves (they inherit the directory). ``ledger``: add
-    :class:`LedgerCollector` (the `run` / `watch` process; workers leave it to them). ``alive``: what ``/livez``
-    asks besides the broker.
+    before starting the processes whose metrics it serves (they inherit the directory). ``app``: the `run` /
+    `watch` process's Celery app, whose broker :class:`LedgerCollector` asks (None: no ledger gauges; a worker
+    leaves them to run / watch). ``alive``: what ``/livez`` asks besides the broker.
     """
     from socketserver import ThreadingMixIn
     from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -147,7 +150,6 @@ def serve(port: int, addr: str | None = None, settings: Any = None, ledger: bool
     from prometheus_client import CollectorRegistry, make_wsgi_app
 
     from tasks.store.ledger import Store
-    from worker.celeryapp.celery_app import app as celery_app
     from worker.observing.health import wsgi_app
     from worker.settings import get_settings
 
@@ -165,8 +167,8 @@ def serve(port: int, addr: str | None = None, settings: Any = None, ledger: bool
     store = Store(settings.store_url)
     registry = CollectorRegistry()
     registry.register(_FilesCollector(path))
-    if ledger:
-        registry.register(LedgerCollector(settings, celery_app, store))
+    if app is not None:
+        registry.register(LedgerCollector(settings, app, store))
     application = wsgi_app(make_wsgi_app(registry), settings, store, alive)
     httpd = make_server(addr, port, application, Server, handler_class=Quiet)
     server = MetricsServer(httpd, store, owns_dir=not owned_before and metricsdir.owned() is not None)

@@ -25,9 +25,8 @@ from tasks.store.ledger import Store
 from tasks.store.webhooks import states as webhook_states
 from tasks.utc import as_utc
 from worker.observing.probes import broker_view  # queues, in flight, workers: the same probe as health and metrics
-from worker.running.broker import broker_url
-from worker.settings import Settings
-from worker.watching.tamper import tampered_folders
+from worker.observing.tampered import tampered_folders
+from worker.settings import Settings, broker_url
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_TOO_OLD = 0, 1, 2
 
@@ -220,7 +219,7 @@ def _cells(*values: str | None) -> list[Any]:
 
 
 def _folders_row(table: Any, tampered: list[dict[str, Any]]) -> None:
-    """The reserved folders a watcher found tampered with (worker/watching/tamper.py); nothing when all is well."""
+    """The reserved folders a watcher found tampered with (worker/observing/tampered.py); nothing when all is well."""
     from rich.text import Text
 
     for t in tampered:

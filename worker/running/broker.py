@@ -25,25 +25,9 @@ from tasks.errors import BrokerUnavailable
 from tasks.private import UMASK, private_dir, private_file
 from worker.observing.probes import ping as ping  # the embedded broker is asked like any other
 from worker.running.children import bound_to_parent
-from worker.settings import Settings
+from worker.settings import BROKER_URL_FILE
 
 logger = logging.getLogger(__name__)
-
-
-def url_file(settings: Settings) -> Path:
-    return settings.state_dir / "broker.url"
-
-
-def broker_url(settings: Settings) -> str:
-    """The configured broker URL, else the running embedded broker's; raises when there is neither."""
-    if settings.broker_url:
-        return settings.broker_url
-    path = url_file(settings)
-    if path.is_file():
-        return path.read_text(encoding="utf-8").strip()
-    raise BrokerUnavailable(
-        "no broker: set FEEDWORKER_BROKER_URL (e.g. redis://127.0.0.1:6379/0), "
-        f"or start `feedworker run` in this folder, which starts an embedded one (looked for {path})")
 
 
 class EmbeddedBroker:
@@ -74,14 +58,14 @@ class EmbeddedBroker:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise BrokerUnavailable(f"the embedded broker did not start (see {self.dir / 'valkey.log'})")
             time.sleep(0.05)
-        path = self.dir / "broker.url"
+        path = self.dir / BROKER_URL_FILE
         with os.fdopen(private_file(path), "w") as f:
             f.write(self.url + "\n")
         logger.info("embedded broker started on 127.0.0.1:%d (data in %s)", port, self.dir)
         return self.url
 
     def stop(self) -> None:
-        (self.dir / "broker.url").unlink(missing_ok=True)
+        (self.dir / BROKER_URL_FILE).unlink(missing_ok=True)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()  # SIGTERM: Valkey flushes its append-only file and exits
             try:

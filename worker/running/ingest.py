@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from celery import Celery
 from kombu.exceptions import KombuError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy.exc import DBAPIError
@@ -22,7 +23,6 @@ from sqlalchemy.exc import DBAPIError
 from tasks.errors import TransientError
 from tasks.shapes import OUTCOMES
 from tasks.store.ledger import Store
-from worker.celeryapp.celery_app import app
 from worker.settings import Settings
 from worker.watching.dropfiles import is_candidate, walk
 from worker.watching.enqueue import Enqueuer
@@ -46,9 +46,9 @@ def files_of(paths: Sequence[Path], recursive: bool) -> Iterator[Path]:
             raise FileNotFoundError(f"{p}: no such file or folder")
 
 
-def ingest(settings: Settings, store: Store, paths: Sequence[Path], wait: bool, show_progress: bool
+def ingest(app: Celery, settings: Settings, store: Store, paths: Sequence[Path], wait: bool, show_progress: bool
            ) -> dict[str, int]:
-    """Enqueue every drop under ``paths``; with ``wait``, return when each has an outcome."""
+    """Enqueue every drop under ``paths`` through ``app``; with ``wait``, return when each has an outcome."""
     run_id = uuid.uuid4().hex
     enq = Enqueuer(app, store, settings.parse, run_id, "ingest", scope=f"ingest:{run_id}",
                    max_queue_batches=MAX_QUEUE_BATCHES, batch_max=settings.watch.batch_max)

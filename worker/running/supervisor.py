@@ -37,10 +37,10 @@ from typing import IO, Any
 from tasks.private import private_dir, private_file
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
-from worker.running.broker import EmbeddedBroker, ping, url_file
+from worker.running.broker import EmbeddedBroker, ping
 from worker.running.children import bound_to_parent
 from worker.running.roles import argv, roles
-from worker.settings import Settings
+from worker.settings import Settings, url_file
 
 logger = logging.getLogger(__name__)
 
@@ -225,9 +225,10 @@ class Supervisor:
         """/metrics, /livez, /readyz on ``metrics_port``: this process's and the worker pool's metrics."""
         if self.settings.metrics_port is None:
             return None
+        from worker.celeryapp.celery_app import app
         from worker.observing.metricserver import serve
 
-        return serve(self.settings.metrics_port, settings=self.settings, alive=self._watcher_alive)
+        return serve(self.settings.metrics_port, settings=self.settings, app=app, alive=self._watcher_alive)
 
     def _watcher_alive(self) -> bool:
         thread = self.watcher.thread if self.watcher is not None else None

@@ -27,6 +27,7 @@ from tasks.store.engine import now
 from tasks.store.ledger import Store
 from worker.observing import metrics
 from worker.watching.dropfiles import drop_key
+from worker.watching.lostdrops import really_lost
 from worker.watching.safedir import Tampered, open_base, open_under, opened
 
 logger = logging.getLogger(__name__)
@@ -118,8 +119,6 @@ class Enqueuer:
     def requeue_stale(self, older_than: float) -> int:
         """Send again this run's drops queued longer than ``older_than`` seconds with no outcome whose messages
         are gone (worker/watching/lostdrops.py)."""
-        from worker.watching.lostdrops import really_lost
-
         stale = self.store.stale_queued(now() - timedelta(seconds=older_than), run_id=self.run_id)
         stale = really_lost(self.app, stale)  # not those still waiting in the queue or running
         if stale:

@@ -1,4 +1,4 @@
-"""Finding drops whose task message is really gone, and the sweep that sends them again from the workers.
+"""Finding drops whose task message is really gone: for the watcher, `ingest --wait` and the workers' sweep.
 
 A drop queued longer than ``watch.requeue_after_seconds`` with no outcome is only a candidate: it may simply wait
 behind a long backlog. It is lost only when no message in the broker carries it: not in the queue, not unacked
@@ -6,8 +6,7 @@ behind a long backlog. It is lost only when no message in the broker carries it:
 the broker is asked twice, a moment apart, because a message being delivered moves from the queue to the unacked
 hash in two steps. Resending only those never resends a drop waiting behind a backlog.
 
-The sweep (:class:`LostSweep`, a worker bootstep) runs in every worker's main process every
-``lost_sweep_seconds``; a lock in the broker lets one worker sweep at a time. It sends lost drops again whichever
+The workers' sweep (worker/celeryapp/sweep.py) sends lost drops again whichever
 command sent them first (the watcher, `ingest` with or without `--wait`, `replay`), reading their files anew; a
 drop whose file this machine cannot see is left to the watcher or `ingest --wait` that sent it.
 """
@@ -16,22 +15,18 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import time
 from collections.abc import Iterator
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import orjson
-from celery import Celery, bootsteps
+from celery import Celery
 from kombu.serialization import loads
 
 from tasks.queues import STAGE_QUEUES
 
 logger = logging.getLogger(__name__)
 RECHECK_SECONDS = 0.5  # between the two looks at the broker
-LOCK = "feedworker:lost-sweep"
 MAX_SCAN = 2000  # queued messages read at most (~200,000 drops): past that, nothing is called lost this turn
 
 
@@ -94,71 +89,3 @@ def really_lost(app: Celery, rows: list[dict[str, Any]]) -> list[dict[str, Any]]
             break
         time.sleep(RECHECK_SECONDS)
     return rows
-
-
-def sweep(app: Celery, store: Any, settings: Any) -> int:
-    """One sweep: send again the drops whose messages are gone; return how many were sent."""
-    from tasks.store.engine import now
-    from worker.watching.enqueue import Enqueuer
-
-    stale = store.stale_queued(now() - timedelta(seconds=settings.watch.requeue_after_seconds))
-    lost = [r for r in really_lost(app, stale) if _readable(r)]
-    if not lost:
-        return 0
-    logger.warning("lost-drop sweep: sending %d drops again (their messages are gone)", len(lost))
-    enq = Enqueuer(app, store, settings.parse, run_id="sweep", origin="sweep", scope="sweep",
-                   batch_max=settings.watch.batch_max)
-    return enq.resend(lost)
-
-
-def _readable(row: dict[str, Any]) -> bool:
-    return Path(row.get("final_path") or row["path"]).is_file()
-
-
-def _locked(app: Celery, seconds: float) -> bool:
-    """One sweeper at a time across workers: a lock in the broker that expires by itself."""
-    with app.connection_for_write() as conn:
-        client = getattr(conn.default_channel, "client", None)
-        if client is None:
-            return True
-        return bool(client.set(LOCK, "1", nx=True, px=max(100, int(seconds * 900))))
-
-
-class LostSweep(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Runs :func:`sweep` every ``lost_sweep_seconds`` in the worker's main process (0: never)."""
-
-    def __init__(self, parent: Any, **options: Any) -> None:
-        super().__init__(parent, **options)
-        self.app: Celery = parent.app
-        self.stopping = threading.Event()
-        self.thread: threading.Thread | None = None
-
-    def start(self, parent: Any) -> None:
-        from worker.settings import get_settings
-
-        every = get_settings().lost_sweep_seconds
-        if every > 0:
-            self.thread = threading.Thread(target=self._loop, args=(every,), name="lost-sweep", daemon=True)
-            self.thread.start()
-
-    def stop(self, parent: Any) -> None:
-        self.stopping.set()
-
-    def _loop(self, every: float) -> None:
-        from worker.running.resources import make_store
-        from worker.settings import get_settings
-
-        store = make_store()
-        try:
-            while not self.stopping.wait(every):
-                self._once(store, get_settings())
-        finally:
-            store.dispose()
-
-    def _once(self, store: Any, settings: Any) -> None:
-        try:
-            if _locked(self.app, settings.lost_sweep_seconds):
-                sweep(self.app, store, settings)
-        except Exception:  # a broker or store outage: the next turn tries again
-            logger.warning("lost-drop sweep failed; trying again in %.0f s", settings.lost_sweep_seconds,
-                           exc_info=True)

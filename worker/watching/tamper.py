@@ -3,25 +3,24 @@
 The watcher checks its reserved folders on every ledger poll (worker/watching/folders.py) and on every use (a move into
 a dated subfolder). What it finds is kept here: a new problem is logged once (not at every poll), its end once
 too; the gauge ``feedworker_reserved_folders_tampered`` holds how many there are; and a small file in the state
-folder (``.feedworker/watch-<hash>.json``, like ``broker.url``) lets `feedworker status` show them.
+folder (``.feedworker/watch-<hash>.json``, like ``broker.url``: worker/observing/tampered.py) lets `feedworker
+status` show them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from tasks.names import display, escaped_path
 from worker.observing import metrics
+from worker.observing.tampered import state_file
 from worker.watching.safedir import opened, write_new
 
 logger = logging.getLogger(__name__)
-STATE_PREFIX = "watch-"
 
 
 class TamperLog:
@@ -29,8 +28,7 @@ class TamperLog:
 
     def __init__(self, root: Path, state_dir: Path) -> None:
         self.root = root
-        digest = hashlib.sha256(os.fsencode(root)).hexdigest()[:12]
-        self.state_file = state_dir / f"{STATE_PREFIX}{digest}.json"
+        self.state_file = state_file(root, state_dir)
         self.problems: dict[str, str] = {}
         self._written = False
 
@@ -58,20 +56,3 @@ class TamperLog:
             self._written = True
         except OSError as exc:
             logger.debug("cannot write %s: %s", self.state_file, exc)
-
-
-def tampered_folders(state_dir: Path) -> list[dict[str, Any]]:
-    """What the watchers using this state folder last found: one {"root", "folder", "why"} per problem."""
-    found = []
-    try:
-        files = sorted(state_dir.glob(f"{STATE_PREFIX}*.json"))
-    except OSError:
-        return []
-    for path in files:
-        try:
-            body = json.loads(path.read_text(encoding="utf-8"))
-            found += [{"root": body["root"], "folder": folder, "why": why}
-                      for folder, why in body.get("tampered", {}).items()]
-        except (OSError, ValueError, KeyError, AttributeError):
-            continue
-    return found

@@ -6,12 +6,16 @@ One loop, one thread, fed by three sources:
 - a reconciling scan at start and every ``rescan_seconds``, walked a slice at a time between events: it finds
   what arrived while the watcher was down, what an event overflow lost, and everything on file systems without
   events (NFS, bind mounts);
-- the ledger: finished drops are moved to ``processed/YYYY-MM-DD/`` or ``failed/`` (worker/watching/finalize.py) once
-  their outcome has committed, and drops queued too long with no outcome (a lost task) are sent again.
+- the ledger: finished drops are moved to ``processed/YYYY-MM-DD/`` or ``failed/`` once their outcome has committed,
+  and drops queued too long with no outcome (a lost task) are sent again (worker/watching/reconcile.py).
 
 Nothing is marked on disk: the ledger is the only record (no lock files that could block a file forever). A drop
 is keyed by (folder, path, size, mtime), the same for every watcher of one folder, so a rescan or a second
 watcher never enqueues a file twice. Symlinks are never followed, so nothing outside the folder is read.
+
+Over 300 lines on purpose: the loop, its three sources and its sending share one state (the settle tracker, the
+batcher, the keys known to the ledger, the first scan's backlog), which only this thread touches. What has no need
+of that state lives beside it: settle.py, batcher.py (pure), enqueue.py, reconcile.py, finalize.py.
 """
 
 from __future__ import annotations
@@ -19,15 +23,12 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import signal
 import stat
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from celery import Celery
@@ -47,27 +48,23 @@ from watchdog.events import (
 )
 from watchdog.observers.inotify import InotifyObserver
 
-from tasks.names import display, escape, escaped_path
+from tasks.names import escape, escaped_path
 from tasks.queues import BACKFILL, LIVE, queue_for
-from tasks.store.engine import now
 from tasks.store.ledger import Store
 from worker.observing.probes import queue_depth
 from worker.settings import Settings, WatchSettings
 from worker.watching.batcher import Batcher, Pause
 from worker.watching.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
 from worker.watching.enqueue import Enqueuer
-from worker.watching.finalize import finalize, find_moved
 from worker.watching.folders import Folders
-from worker.watching.safedir import Tampered
+from worker.watching.reconcile import ORIGIN, Reconciler
 from worker.watching.settle import SettleTracker
 from worker.watching.tamper import TamperLog
 
 logger = logging.getLogger(__name__)
 
-ORIGIN = "watch"
 FINALIZE_EVERY = 0.5  # seconds between ledger polls for finished drops
 SCAN_SLICE = 500  # directory entries walked per loop turn, so events are never held up by a long scan
-MISSING_GRACE = 30.0  # a finished drop whose file is gone: wait for another watcher's move before giving up
 BEHIND_DEPTH = 4  # messages waiting in the queue that mean "behind" (a chain's next stage waits there briefly)
 
 
@@ -88,7 +85,6 @@ class DropWatcher:
         self.root = root.resolve()
         self.folders = Folders.of(self.root, watch.processed_dir, watch.failed_dir)
         self._inside = self.folders.inside()  # reserved folders configured inside the drop folder: never drops
-        self.tamper = TamperLog(self.root, settings.state_dir.absolute())
         self.cfg, self.store = watch, store
         self.scope = f"watch:{self.root}"
         self.app = app
@@ -102,8 +98,8 @@ class DropWatcher:
         self.events: queue.Queue[FileSystemEvent] = queue.Queue()
         self.batcher = Batcher(watch.batch_max, watch.batch_window_ms / 1000)  # when ready files go out
         self.known: set[str] = set()  # keys the ledger holds: a rescan skips them without a query
-        self.missing_since: dict[str, float] = {}
-        self.move_failed: set[str] = set()  # drops whose file could not be moved yet: said once, retried
+        self.reconcile = Reconciler(self.root, self.folders, watch, store, self.enq,
+                                    TamperLog(self.root, settings.state_dir.absolute()), self.known)
         self.symlinks: set[Path] = set()  # already reported
         self._scan: Iterator[os.DirEntry[str]] | None = None
         self._next_scan = self._next_finalize = self._next_requeue = 0.0
@@ -157,10 +153,10 @@ class DropWatcher:
         self._flush(now_m)
         if now_m >= self._next_finalize:
             self._next_finalize = now_m + FINALIZE_EVERY
-            self.finalize_finished()
+            self.reconcile.finalize_finished()
         if now_m >= self._next_requeue:
             self._next_requeue = now_m + min(30.0, self.cfg.requeue_after_seconds / 2)
-            self.requeue_lost()
+            self.reconcile.requeue_lost()
 
     def _guarded(self, step: Any, now_m: float) -> None:
         """Store and broker outages pause the loop; nothing taken is dropped (the batch waits, or is retried)."""
@@ -371,105 +367,7 @@ class DropWatcher:
                 continue
         return keys
 
-    # -- after the outcome -------------------------------------------------------------------------------------------
-
-    def finalize_finished(self) -> int:
-        """Put away every finished drop of this folder whose file has not been moved yet; return how many."""
-        marks: list[tuple[str, str | None]] = []
-        problems = self.folders.check()
-        for row in self.store.finished_unfinalized(ORIGIN, under=self._prefix):
-            put = self._put_away(row, problems)
-            if put is None:
-                continue
-            action, final = put
-            marks.append((row["key"], escaped_path(final) if final else None))
-            self.missing_since.pop(row["key"], None)
-            if action != "kept":
-                self.known.discard(row["key"])  # its file left the folder: keep the set the folder's size
-            logger.debug("finalized %s: %s", row["name"], action, extra={"file": row["name"]})
-        # One commit for the pass. Should it fail, the files moved meanwhile are found where they went next pass
-        # (finalize's find_moved), as after a crash between a move and its mark.
-        self.store.mark_finalized_many(marks)
-        self.tamper.update(problems)
-        return len(marks)
-
-    def _put_away(self, row: dict[str, Any], problems: dict[str, str]) -> tuple[str, Path | None] | None:
-        """Finalize one drop: (action, where its file is now), or None when not now. Whatever goes wrong with
-        one drop's file is that drop's alone: it waits (said once), no other drop does."""
-        try:
-            result = finalize(self.folders, row, self.cfg.after)
-            final = result.final_path
-            if result.action == "missing":
-                final = find_moved(self.folders, row)
-                if final is None and not self._missing_long(row["key"]):
-                    return None
-        except Tampered as exc:  # said by the TamperLog, once; the outcome is in the ledger; retried
-            problems[escaped_path(exc.path)] = exc.why
-            return None
-        except Exception as exc:  # a read-only or full folder (OSError), or a bug
-            if row["key"] not in self.move_failed:
-                logger.warning("cannot put away %s yet: %s", row["name"], display(str(exc)),
-                               extra={"file": row["name"]}, exc_info=not isinstance(exc, OSError))
-                self.move_failed.add(row["key"])
-            return None
-        self.move_failed.discard(row["key"])
-        return result.action, final
-
-    def _missing_long(self, key: str) -> bool:
-        first = self.missing_since.setdefault(key, time.monotonic())
-        return time.monotonic() - first > MISSING_GRACE
-
-    def requeue_lost(self) -> int:
-        """Send again this folder's drops that were queued too long ago with no outcome (their task was lost)."""
-        cutoff = now() - timedelta(seconds=self.cfg.requeue_after_seconds)
-        rows = self.store.stale_queued(cutoff, under=self._prefix)
-        if rows:
-            logger.warning("re-enqueueing %d drops queued over %.0f s ago with no outcome", len(rows),
-                           self.cfg.requeue_after_seconds)
-            self.enq.resend(rows)
-        return len(rows)
-
-    @property
-    def _prefix(self) -> str:
-        """Paths of this folder's drops start with this (other watchers' folders share the ledger)."""
-        return escaped_path(self.root) + os.sep
-
-
 def _path(raw: bytes | str) -> Path | None:
     if not raw:
         return None
     return Path(os.fsdecode(raw))
-
-
-def watch_main(settings: Settings, drop_dir: Path) -> int:
-    """`feedworker watch`: the watcher alone, until SIGTERM or Ctrl-C; 0 on a clean stop."""
-    from tasks.store.migrate import upgrade
-    from worker.celeryapp.celery_app import app
-    from worker.running.broker import broker_url
-
-    if not drop_dir.is_dir():
-        logger.error("%s is not a folder", drop_dir)
-        return 2
-    app.conf.broker_url = broker_url(settings)  # raises, saying what to do, when there is none
-    store = Store(settings.store_url)
-    upgrade(store)
-    metrics = None
-    if settings.metrics_port is not None:
-        from worker.observing.metricserver import serve
-
-        metrics = serve(settings.metrics_port, settings=settings)
-    watcher = DropWatcher(drop_dir, settings.watch, store, app, settings)
-
-    def _stop(signum: int, _frame: FrameType | None) -> None:
-        logger.info("watcher: %s received, stopping", signal.Signals(signum).name)
-        watcher.stop()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        watcher.run()
-    finally:
-        if metrics is not None:
-            metrics.stop()
-        store.dispose()
-    return 0

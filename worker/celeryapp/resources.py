@@ -10,8 +10,7 @@ import redis
 from tasks.images.cache import MemoryOutcomeCache, OutcomeCache
 from tasks.images.checker import ImageChecker
 from tasks.store.ledger import Store
-from worker.running.broker import broker_url
-from worker.settings import Settings, get_settings
+from worker.settings import Settings, broker_url, get_settings
 
 logger = logging.getLogger(__name__)
 MEMORY_CACHE_ENTRIES = 10_000  # per process; ~0.5 KiB an entry (measured): ~5 MiB at most
