@@ -25,9 +25,10 @@ import frontmatter
 from benchlib import machine, make_corpus
 
 from tasks.limits import ParseLimits
-from tasks.link.records import Drop, normalize
+from tasks.link.records import normalize
 from tasks.parse.models import Item
 from tasks.parse.parsing import parse_drop
+from tasks.shapes import Drop
 
 Files = list[tuple[Drop, bytes]]
 
@@ -36,19 +37,20 @@ def load(folder: Path) -> Files:
     files = []
     for path in sorted(folder.iterdir()):
         st = path.stat()
-        files.append((Drop(path.name, path.name, str(path), st.st_size, st.st_mtime_ns), path.read_bytes()))
+        drop = Drop(key=path.name, name=path.name, path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
+        files.append((drop, path.read_bytes()))
     return files
 
 
 def ours(files: Files, limits: ParseLimits) -> int:
     for drop, data in files:
-        normalize(parse_drop(drop.name, data, limits), drop)
+        normalize(parse_drop(drop["name"], data, limits), drop)
     return len(files)
 
 
 def ours_no_normalize(files: Files, limits: ParseLimits) -> int:
     for drop, data in files:
-        parse_drop(drop.name, data, limits)
+        parse_drop(drop["name"], data, limits)
     return len(files)
 
 

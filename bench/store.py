@@ -19,9 +19,9 @@ from pathlib import Path
 from benchlib import fresh_database, machine, make_corpus
 
 from tasks.limits import ParseLimits
-from tasks.link.records import Drop, Normalized, attach_images, image_urls, normalize
+from tasks.link.records import Normalized, attach_images, image_urls, normalize
 from tasks.parse.parsing import parse_drop
-from tasks.shapes import ImageResult
+from tasks.shapes import Drop, ImageResult
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
 
@@ -34,7 +34,7 @@ def normalized(folder: Path) -> list[Normalized]:
     for path in sorted(folder.iterdir()):
         st = path.stat()
         key = base64.b16encode(path.name.encode()).decode()[:40]
-        drop = Drop(key, path.name, str(path), st.st_size, st.st_mtime_ns)
+        drop = Drop(key=key, name=path.name, path=str(path), size=st.st_size, mtime_ns=st.st_mtime_ns)
         n = normalize(parse_drop(path.name, path.read_bytes(), limits), drop)
         attach_images(n, {u: OK for u in image_urls(n)})
         out.append(n)

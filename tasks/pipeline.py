@@ -14,22 +14,12 @@ from typing import Any, TypedDict
 
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
-from tasks.link.records import Drop, Normalized, attach_images, image_urls, normalize
+from tasks.link.records import Normalized, attach_images, image_urls, normalize
 from tasks.parse.parsing import parse_drop
-from tasks.shapes import Checker, ImageResult, Outcome
+from tasks.shapes import Checker, Drop, Failure, ImageResult, Outcome, WireDrop, drop_of, wire_of
 from tasks.store.ledger import Store
 
 logger = logging.getLogger(__name__)
-
-
-class Failure(TypedDict):
-    key: str
-    name: str
-    path: str
-    size: int
-    mtime_ns: int
-    stage: str
-    reason: str
 
 
 class Batch(TypedDict):
@@ -39,35 +29,37 @@ class Batch(TypedDict):
     failed: list[Failure]
 
 
-def wire_drop(drop: Drop, data: bytes) -> dict[str, Any]:
+def wire_drop(drop: Drop, data: bytes) -> WireDrop:
     """A drop as a task argument: its ledger identity and its bytes."""
-    return {**drop.as_dict(), "data": base64.b64encode(data).decode("ascii")}
+    wire = wire_of(drop)
+    wire["data"] = base64.b64encode(data).decode("ascii")
+    return wire
 
 
-def failure(drop: dict[str, Any], stage: str, reason: str) -> Failure:
-    return Failure(key=drop["key"], name=drop["name"], path=drop["path"], size=int(drop["size"]),
-                   mtime_ns=int(drop["mtime_ns"]), stage=stage, reason=reason)
+def failure(drop: Mapping[str, Any], stage: str, reason: str) -> Failure:
+    """``drop`` (a wire drop, a normalized drop's, a ledger row) refused at ``stage`` for ``reason``."""
+    return Failure(**drop_of(drop), stage=stage, reason=reason)
 
 
-def parse_batch(wire: Sequence[dict[str, Any]], limits: ParseLimits,
+def parse_batch(wire: Sequence[WireDrop], limits: ParseLimits,
                 interrupts: tuple[type[BaseException], ...] = ()) -> Batch:
     """Parse, validate and normalize each drop; refusals become failures naming file, field and reason.
     ``interrupts``: exceptions that stop the whole batch (the caller's time limit), never one drop's failure."""
     batch = Batch(ok=[], failed=[])
     for w in wire:
-        drop = Drop.from_dict(w)
+        drop = drop_of(w)
         if w.get("error"):  # the enqueuer could not read the file (vanished, too big, unreadable)
             batch["failed"].append(failure(w, w.get("error_stage", "read"), w["error"]))
             continue
         try:
-            item = parse_drop(drop.name, base64.b64decode(w["data"]), limits)
+            item = parse_drop(drop["name"], base64.b64decode(w["data"]), limits)
             batch["ok"].append(normalize(item, drop))
         except DropRejected as exc:
             batch["failed"].append(failure(w, exc.stage, exc.summary))
         except interrupts:
             raise
         except Exception as exc:  # a bug must cost one drop, not the batch; the reason says what happened
-            logger.exception("parse: unexpected error", extra={"file": drop.name})
+            logger.exception("parse: unexpected error", extra={"file": drop["name"]})
             batch["failed"].append(failure(w, "parse", f"internal error: {type(exc).__name__}"))
     return batch
 

@@ -32,7 +32,7 @@ from tasks.link.records import image_urls
 from tasks.pipeline import Batch, failure, parse_batch, publish_batch, verify_batch
 from tasks.queues import BACKFILL, queue_for
 from tasks.runtime import Runtime, StageSettings
-from tasks.shapes import Checker, Outcome
+from tasks.shapes import Checker, Outcome, WireDrop
 from tasks.store import deliveries as delivery
 from tasks.store.deliveries import BatchTag
 from tasks.store.ledger import Store
@@ -128,7 +128,7 @@ _COUNTED = {"bind": True, "Request": "worker.celeryapp.delivery:LostRequest"}
 
 
 @shared_task(name="feedworker.parse", **_COUNTED)
-def parse(self: Any, wire: list[dict[str, Any]], batch: BatchTag | None = None) -> Sealed:
+def parse(self: Any, wire: list[WireDrop], batch: BatchTag | None = None) -> Sealed:
     tag = delivery.tag_of(self, batch)
     verdict = _decide(self, tag, "parse", [w["key"] for w in wire])
     if verdict.action != "run":
@@ -239,7 +239,7 @@ def _not_run(task: Any, tag: BatchTag, verdict: delivery.Verdict, stage: str, pa
     return Sealed(Batch(ok=[], failed=[]))
 
 
-def _split(task: Any, tag: BatchTag, stage: str, payload: list[dict[str, Any]] | Sealed) -> Sealed:
+def _split(task: Any, tag: BatchTag, stage: str, payload: list[WireDrop] | Sealed) -> Sealed:
     """Send the batch again as two halves, each a chain of its own from ``stage`` on; end this chain here."""
     parts: list[Any] = split_sealed(payload) if isinstance(payload, Sealed) else delivery.halves(payload)
     for part, child in zip(parts, delivery.split_tags(tag, stage), strict=True):
@@ -292,7 +292,7 @@ def log_outcomes(sealed: Sealed, outcomes: Mapping[str, Outcome]) -> None:
                                                  "duration": duration, "reason": f["reason"]})
 
 
-def pipeline(wire: list[dict[str, Any]], lane: str = BACKFILL) -> Any:
+def pipeline(wire: list[WireDrop], lane: str = BACKFILL) -> Any:
     """The chain for one batch of wire drops, with readable arguments in Flower and a batch tag of its own
     (its deliveries are counted under it: tasks/store/deliveries.py); ``lane`` picks its queues (``queue_for``)."""
     return pipeline_from("parse", wire, delivery.new_tag(lane=lane))

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import redis
 
+from tasks.shapes import WireDrop
 from tests.faults import control_app
 from worker.watching import lostdrops
 
@@ -22,8 +23,8 @@ def app(redis_url: str) -> Iterator[Any]:
     redis.Redis.from_url(redis_url).flushdb()
 
 
-def wire(key: str) -> dict[str, Any]:
-    return {"key": key, "name": f"{key}.txt", "path": f"/d/{key}.txt", "size": 1, "mtime_ns": 1, "data": ""}
+def wire(key: str) -> WireDrop:
+    return WireDrop(key=key, name=f"{key}.txt", path=f"/d/{key}.txt", size=1, mtime_ns=1, data="")
 
 
 def test_queued_and_unacked_messages_hold_their_drops(app: Any, redis_url: str) -> None:

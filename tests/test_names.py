@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from tasks.names import display, escape, escaped_path, os_path, unescape
+from tasks.shapes import Drop, Failure
 from tasks.store.ledger import Store
 from worker.cli import main
 from worker.observing import status as status_mod
@@ -131,10 +132,10 @@ def test_status_tables_escape_names_and_never_read_them_as_markup() -> None:
 
 def test_failures_lists_escaped_names_on_a_terminal_and_in_json(store: Store, monkeypatch: pytest.MonkeyPatch
                                                                  ) -> None:
-    rows = [{"key": f"k{i}", "name": escape(n), "path": escaped_path(Path("/drops") / n), "size": 1,
-             "mtime_ns": i} for i, n in enumerate(HOSTILE)]
+    rows = [Drop(key=f"k{i}", name=escape(n), path=escaped_path(Path("/drops") / n), size=1, mtime_ns=i)
+            for i, n in enumerate(HOSTILE)]
     store.register_drops(rows, "run", "watch")
-    store.publish([], [{**r, "stage": "read", "reason": "refused\x1b[2J\u202e"} for r in rows])
+    store.publish([], [Failure(**r, stage="read", reason="refused\x1b[2J\u202e") for r in rows])
     monkeypatch.setenv("FEEDWORKER_STORE_URL", store.url)
     from worker.settings import get_settings
 

@@ -7,9 +7,12 @@ import worker
 from tasks import stages
 from tasks.pipeline import Batch
 from tasks.queues import queue_for
+from tasks.shapes import WireDrop
 from tasks.store import deliveries
 from worker.celeryapp.celery_app import task_queues
 from worker.settings import get_settings
+
+A_TXT = WireDrop(key="k", name="a.txt", path="/d/a.txt", size=1, mtime_ns=1, data="")
 
 
 def _queues(sig: object) -> list[tuple[str, str]]:
@@ -18,13 +21,13 @@ def _queues(sig: object) -> list[tuple[str, str]]:
 
 def test_a_live_batch_runs_every_stage_on_the_live_queue() -> None:
     assert worker.app is not None  # the stage tasks bind to the app
-    chain = stages.pipeline([{"name": "a.txt", "key": "k"}], lane="live")
+    chain = stages.pipeline([A_TXT], lane="live")
     assert _queues(chain) == [("feedworker.parse", "feedworker.live"), ("feedworker.verify", "feedworker.live"),
                               ("feedworker.publish", "feedworker.live")]
 
 
 def test_a_backfill_batch_checks_images_on_the_verify_queue() -> None:
-    chain = stages.pipeline([{"name": "a.txt", "key": "k"}])
+    chain = stages.pipeline([A_TXT])
     assert _queues(chain) == [("feedworker.parse", "feedworker"), ("feedworker.verify", "feedworker.verify"),
                               ("feedworker.publish", "feedworker")]
 

@@ -12,9 +12,10 @@ import orjson
 import pytest
 
 from tasks.limits import ParseLimits
-from tasks.link.records import Drop, normalize, stub_drafts
+from tasks.link.records import normalize, stub_drafts
 from tasks.parse.models import Item
 from tasks.parse.parsing import parse_drop
+from tasks.shapes import Drop
 
 DROPS = Path(__file__).parent / "data" / "drops"
 
@@ -71,7 +72,7 @@ def test_orjson_sorts_and_spells_mappings_as_the_stdlib_does() -> None:
                          ids=lambda p: p.name)
 def test_sample_drops_hash_as_the_stdlib_hashes(path: Path) -> None:
     it = parse_drop(path.name, path.read_bytes(), ParseLimits())
-    drop = Drop("k", path.name, str(path), 1, 1)
+    drop = Drop(key="k", name=path.name, path=str(path), size=1, mtime_ns=1)
     assert hashes(it, drop) == reference_hashes(it, drop)
 
 
@@ -80,6 +81,6 @@ def test_unknown_fields_with_floats_hash_as_the_stdlib_hashes() -> None:
              "big": 123456789012345678901234567890}
     it = Item.model_validate({"title": "T", "webUrl": "https://x.test/", **extra,
                               "related": [{"webUrl": "https://y.test/", "score": 2.5e20}]})
-    drop = Drop("k", "001_aa.txt", "/d", 1, 1)
+    drop = Drop(key="k", name="001_aa.txt", path="/d", size=1, mtime_ns=1)
     assert hashes(it, drop) == reference_hashes(it, drop)
     assert sorted_orjson({"f": 1e-7}) != stdlib({"f": 1e-7})  # 1e-7 / 1e-07: why floats take the stdlib

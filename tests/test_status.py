@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tasks.shapes import Drop, Failure
 from tasks.store.ledger import Store
 from tests.processes import celery_worker, env_for, feedworker, wait_for
 from tests.test_metrics import write_drops
@@ -75,9 +76,9 @@ def test_recent_failures_are_the_five_newest(tmp_path: Path, broker: str) -> Non
     store = Store(f"sqlite:///{tmp_path / 'fw.db'}")
     upgrade(store)
     for i in range(7):
-        row = {"key": f"k{i}", "name": f"f{i}.txt", "path": f"/d/f{i}.txt", "size": 1, "mtime_ns": i}
+        row = Drop(key=f"k{i}", name=f"f{i}.txt", path=f"/d/f{i}.txt", size=1, mtime_ns=i)
         store.register_drops([row], "run", "ingest")
-        store.publish([], [{**row, "stage": "parse", "reason": f"reason {i}"}])
+        store.publish([], [Failure(**row, stage="parse", reason=f"reason {i}")])
     store.dispose()
     data = json.loads(status(env_for(broker, f"sqlite:///{tmp_path / 'fw.db'}"), "--json")[1])
     assert [f["file"] for f in data["recent_failures"]] == ["f6.txt", "f5.txt", "f4.txt", "f3.txt", "f2.txt"]

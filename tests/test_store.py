@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from tasks.link.records import Drop, Normalized, normalize
+from tasks.link.records import Normalized, normalize
 from tasks.parse.models import Item
-from tasks.pipeline import Batch, Failure
-from tasks.shapes import Outcome
+from tasks.pipeline import Batch
+from tasks.shapes import Drop, Failure, Outcome
 from tasks.store.ledger import Store
 from tasks.store.migrate import is_current, upgrade
 
@@ -73,8 +73,8 @@ def test_changed_item_bumps_version_and_later_drop_wins_in_any_order(store: Stor
 
 
 def test_same_mtime_later_name_wins(store: Store) -> None:
-    a = normalize(item("https://x.test/a", "From a"), Drop("ka", "a.txt", "/a", 1, 5))
-    b = normalize(item("https://x.test/a", "From b"), Drop("kb", "b.txt", "/b", 1, 5))
+    a = normalize(item("https://x.test/a", "From a"), Drop(key="ka", name="a.txt", path="/a", size=1, mtime_ns=5))
+    b = normalize(item("https://x.test/a", "From b"), Drop(key="kb", name="b.txt", path="/b", size=1, mtime_ns=5))
     publish(store, b)
     publish(store, a)
     assert records(store)["https://x.test/a"]["title"] == "From b"
@@ -148,13 +148,12 @@ def test_record_shape_and_secured_byte_for_byte(store: Store) -> None:
 
 def test_failures_are_listed_and_leave_on_success(store: Store) -> None:
     d = drop(1)
-    fail = Failure(key=d.key, name=d.name, path=d.path, size=1, mtime_ns=d.mtime_ns, stage="parse",
-                   reason="title: must not be empty")
+    fail = Failure(**d, stage="parse", reason="title: must not be empty")
     publish(store, failed=[fail])
     assert [(r["name"], r["stage"], r["reason"]) for r in store.failed_drops()] == [
-        (d.name, "parse", "title: must not be empty")]
-    store.requeue([d.key])  # a replay
-    assert store.publish([normalize(item("https://x.test/a"), d)], []) == {d.key: "published"}
+        (d["name"], "parse", "title: must not be empty")]
+    store.requeue([d["key"]])  # a replay
+    assert store.publish([normalize(item("https://x.test/a"), d)], []) == {d["key"]: "published"}
     assert store.failed_drops() == []
 
 

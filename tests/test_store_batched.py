@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.link.records import Drop, Normalized, normalize
+from tasks.link.records import Normalized, normalize
 from tasks.parse.models import Item
-from tasks.pipeline import Failure
+from tasks.shapes import Drop, Failure
 from tasks.store.engine import json_text
 from tasks.store.ledger import Store
 
 
 def norm(url: str, title: str, n: int, related: list[dict[str, Any]] | None = None) -> Normalized:
     it = Item.model_validate({"title": title, "webUrl": url, "related": related or []})
-    return normalize(it, Drop(f"k{n}", f"{n:03d}_00000000000000aa.txt", f"/d/{n}", 1, 1_700_000_000_000_000_000 + n))
+    return normalize(it, Drop(key=f"k{n}", name=f"{n:03d}_00000000000000aa.txt", path=f"/d/{n}", size=1,
+                              mtime_ns=1_700_000_000_000_000_000 + n))
 
 
 def ledger_row(n: Normalized) -> dict[str, Any]:

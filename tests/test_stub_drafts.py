@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-from tasks.link.records import Drop, attach_images, normalize, stub_drafts
+from tasks.link.records import attach_images, normalize, stub_drafts
 from tasks.parse.models import Item
-from tasks.shapes import ImageResult
+from tasks.shapes import Drop, ImageResult
 
 IMAGE_OK = ImageResult(status="ok", width=10, height=20, http_status=206, content_type="image/png", reason=None)
 
@@ -20,7 +20,7 @@ def test_a_stub_is_its_citation_as_a_record() -> None:
                      "provider": {"name": "PC Magazine", "domain": "pcmag.com", "tier": 1},
                      "images": [{"url": "http://i.test/1.png", "width": 1120, "height": 630, "isCached": True}],
                      "lang": "en"}]})
-    n = normalize(it, Drop("k", "007_aa.txt", "/d/7", 1, 42))
+    n = normalize(it, Drop(key="k", name="007_aa.txt", path="/d/7", size=1, mtime_ns=42))
     assert n["stubs"] == [{"url": "https://y.test/b", "sha256": n["stubs"][0]["sha256"]}]
     attach_images(n, {"http://i.test/1.png": IMAGE_OK})
     (stub,) = stub_drafts(n)
@@ -43,5 +43,6 @@ def test_a_stub_is_its_citation_as_a_record() -> None:
 
 
 def test_no_related_items_no_stubs() -> None:
-    n = normalize(Item.model_validate({"title": "T", "webUrl": "https://x.test/"}), Drop("k", "a.txt", "/a", 1, 1))
+    n = normalize(Item.model_validate({"title": "T", "webUrl": "https://x.test/"}),
+                  Drop(key="k", name="a.txt", path="/a", size=1, mtime_ns=1))
     assert n["stubs"] == [] and stub_drafts(n) == []

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any, TypedDict
 
 import orjson
@@ -17,25 +16,7 @@ import orjson
 from tasks.canonical import canonical_url
 from tasks.parse.models import ImageRef, Item, Provider, RelatedItem
 from tasks.parse.parsing import jsonable, source_id
-from tasks.shapes import ImageResult
-
-
-@dataclass(frozen=True)
-class Drop:
-    """One drop file as the ledger knows it."""
-
-    key: str
-    name: str
-    path: str
-    size: int
-    mtime_ns: int
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"key": self.key, "name": self.name, "path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Drop:
-        return cls(d["key"], d["name"], d["path"], int(d["size"]), int(d["mtime_ns"]))
+from tasks.shapes import Drop, ImageResult
 
 
 class Draft(TypedDict):
@@ -61,7 +42,7 @@ class StubRef(TypedDict):
 class Normalized(TypedDict):
     """A parsed drop, ready for image checks and the store. ``stubs[i]`` is ``record.body.related[i]``'s."""
 
-    drop: dict[str, Any]
+    drop: Drop
     record: Draft
     stubs: list[StubRef]
 
@@ -80,7 +61,7 @@ def normalize(item: Item, drop: Drop) -> Normalized:
         "published_at": _iso(item.published_at),
         "web_url": item.web_url,
         "original_url": item.original_url,
-        "source_id": source_id(drop.name),
+        "source_id": source_id(drop["name"]),
         "provider": _provider(item.provider),
         "topics": list(item.topics),
         "extra": jsonable(item.model_extra or {}),
@@ -89,11 +70,11 @@ def normalize(item: Item, drop: Drop) -> Normalized:
     }
     plain = not _has_extras(item)
     sha = _sha256({"body": body, "secured": secured}, plain)
-    record = Draft(url=canonical_url(item.web_url), stub=False, sha256=sha, order_mtime_ns=drop.mtime_ns,
-                   order_name=drop.name, secured=secured, body=body)
+    record = Draft(url=canonical_url(item.web_url), stub=False, sha256=sha, order_mtime_ns=drop["mtime_ns"],
+                   order_name=drop["name"], secured=secured, body=body)
     # a stub's hash is of its body before the image checks, as the record's is
     stubs = [StubRef(url=rel["url"], sha256=_sha256({"body": _stub_body(rel)}, plain)) for rel in body["related"]]
-    return Normalized(drop=drop.as_dict(), record=record, stubs=stubs)
+    return Normalized(drop=drop, record=record, stubs=stubs)
 
 
 def stub_drafts(n: Normalized) -> list[Draft]:

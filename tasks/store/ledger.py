@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from tasks.errors import StoreUnavailable
 from tasks.link.merge import Applied, apply_drafts
 from tasks.link.records import Draft, Normalized
-from tasks.shapes import Outcome
+from tasks.shapes import Failure, Outcome
 from tasks.store.changes import DEFAULT_RETENTION, log_changes, prune_now_and_then
 from tasks.store.engine import _parse_ts, _utc, exported_record, make_engine, now
 from tasks.store.schema import DONE_STATES, drops, items
@@ -88,7 +88,7 @@ class Store:
 
     # -- the ledger ----------------------------------------------------------------------------------------------
 
-    def register_drops(self, rows: Sequence[dict[str, Any]], run_id: str, origin: str) -> list[str]:
+    def register_drops(self, rows: Sequence[Mapping[str, Any]], run_id: str, origin: str) -> list[str]:
         """Insert drops as queued, skipping keys already known; return the keys this call inserted."""
         if not rows:
             return []
@@ -196,7 +196,7 @@ class Store:
 
     # -- publishing ----------------------------------------------------------------------------------------------
 
-    def publish(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]) -> dict[str, Outcome]:
+    def publish(self, batch: Sequence[Normalized], failures: Sequence[Failure]) -> dict[str, Outcome]:
         """Write a batch's records and every drop's outcome in one transaction; return key -> outcome.
 
         Drops already finished (a redelivered task) are skipped: a task delivered twice counts once.
@@ -212,8 +212,7 @@ class Store:
         prune_now_and_then(self, self.changes_retention, self._pruned)
         return outcomes
 
-    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]
-                            ) -> dict[str, Outcome]:
+    def _publish_one_by_one(self, batch: Sequence[Normalized], failures: Sequence[Failure]) -> dict[str, Outcome]:
         outcomes = self.publish([], failures) if failures else {}
         for n in batch:
             try:
@@ -221,11 +220,11 @@ class Store:
             except (IntegrityError, DBAPIError) as exc:
                 if isinstance(exc, OperationalError):
                     raise
-                fail = {**n["drop"], "stage": "publish", "reason": f"the store refused the record: {_short(exc)}"}
+                fail = Failure(**n["drop"], stage="publish", reason=f"the store refused the record: {_short(exc)}")
                 outcomes.update(self.publish([], [fail]))
         return outcomes
 
-    def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[Mapping[str, Any]]
+    def _publish(self, conn: Connection, batch: Sequence[Normalized], failures: Sequence[Failure]
                  ) -> dict[str, Outcome]:
         keys = [n["drop"]["key"] for n in batch] + [f["key"] for f in failures]
         states = self._ledger_states(conn, keys)

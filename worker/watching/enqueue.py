@@ -19,10 +19,10 @@ from sqlalchemy.exc import OperationalError, StatementError
 
 from tasks.errors import DropRejected
 from tasks.limits import ParseLimits
-from tasks.link.records import Drop
 from tasks.names import display, escape, escaped_path, os_path
 from tasks.pipeline import wire_drop
 from tasks.queues import BACKFILL, STAGE_QUEUES
+from tasks.shapes import Drop, WireDrop, wire_of
 from tasks.store.engine import now
 from tasks.store.ledger import Store
 from worker.observing import metrics
@@ -104,7 +104,8 @@ class Enqueuer:
         wire, states = [], {}
         for row in rows:
             path = os_path(row.get("final_path") or row["path"])
-            drop = Drop(row["key"], row["name"], escaped_path(path), row["size"], row["mtime_ns"])
+            drop = Drop(key=row["key"], name=row["name"], path=escaped_path(path), size=row["size"],
+                        mtime_ns=row["mtime_ns"])
             wire.append(self._read(drop, path))
             states[row["key"]] = row.get("state") or "queued"
         marked: set[str] = set()
@@ -125,7 +126,7 @@ class Enqueuer:
             logger.warning("re-enqueueing %d drops whose tasks were lost", len(stale))
         return self.resend(stale)
 
-    def _wire(self, path: Path) -> dict[str, Any] | None:
+    def _wire(self, path: Path) -> WireDrop | None:
         try:
             st = path.lstat()  # the link itself, never its target: reading refuses a symlink
         except OSError:
@@ -134,17 +135,18 @@ class Enqueuer:
         key = drop_key(self.scope, abspath, st.st_size, st.st_mtime_ns)
         # The ledger, the task message, logs and reports carry the name's escaped form (tasks/names.py): valid
         # text whatever bytes the name holds, and no control character that could forge a line.
-        drop = Drop(key, escape(path.name), escaped_path(abspath), st.st_size, st.st_mtime_ns)
+        drop = Drop(key=key, name=escape(path.name), path=escaped_path(abspath), size=st.st_size,
+                    mtime_ns=st.st_mtime_ns)
         return self._read(drop, path)
 
-    def _read(self, drop: Drop, path: Path) -> dict[str, Any]:
+    def _read(self, drop: Drop, path: Path) -> WireDrop:
         try:
             return wire_drop(drop, self._read_bytes(drop, path))
         except DropRejected as exc:  # recorded as a failure by the pipeline, like any refusal
-            return {**drop.as_dict(), "error": exc.summary, "error_stage": exc.stage}
+            return _refused(drop, exc.summary, exc.stage)
         except Exception as exc:  # a bug must cost this drop, not its batch (nor stall the watcher)
-            logger.exception("read: unexpected error", extra={"file": drop.name})
-            return {**drop.as_dict(), "error": f"internal error: {type(exc).__name__}", "error_stage": "read"}
+            logger.exception("read: unexpected error", extra={"file": drop["name"]})
+            return _refused(drop, f"internal error: {type(exc).__name__}", "read")
 
     def _read_bytes(self, drop: Drop, path: Path) -> bytes:
         """The file's bytes; below ``root``, through its folder opened one step at a time without following a
@@ -157,13 +159,13 @@ class Enqueuer:
             with opened(open_base(self.root, create=False, owned=False)) as base:
                 folder = open_under(base, path.parent.relative_to(self.root).parts, self.root, False, None)
         except Tampered as exc:
-            raise DropRejected(drop.name, f"the folder {escaped_path(exc.path)} {exc.why}", stage="read") from None
+            raise DropRejected(drop["name"], f"the folder {escaped_path(exc.path)} {exc.why}", stage="read") from None
         except OSError:
             return read_drop(path, self.limits)  # gone or unreadable: read_drop says which, as for any file
         with opened(folder):
             return read_drop(path, self.limits, dir_fd=folder)
 
-    def _send(self, wire: list[dict[str, Any]]) -> None:
+    def _send(self, wire: list[WireDrop]) -> None:
         from tasks.stages import pipeline
 
         # The stage tasks are shared tasks: they bind to the thread's current app, which in a thread other than
@@ -188,3 +190,10 @@ def queue_depth(app: Celery, queues: tuple[str, ...] = STAGE_QUEUES) -> int:
 
     with app.connection_for_write() as conn:
         return sum(depth(conn, q) for q in queues)
+
+
+def _refused(drop: Drop, reason: str, stage: str) -> WireDrop:
+    """A drop its sender could not read, as the parse task records it: refused at ``stage`` for ``reason``."""
+    wire = wire_of(drop)
+    wire["error"], wire["error_stage"] = reason, stage
+    return wire
