@@ -1,4 +1,4 @@
-"""Image URL checks: is it an image, and what is its real size. Safe (``netguard``), bounded, fast, cached.
+"""Image URL checks: is it an image, and what is its real size. Safe (``guard.py``), bounded, fast, cached.
 
 ``ImageChecker.check_many`` is a synchronous facade (a Celery task calls it; no Celery here). The work runs on an
 event loop the checker owns, in a background thread started on first use in each process, so one httpx client
@@ -11,7 +11,7 @@ One URL, at most ``limits.timeout_seconds`` in all (redirects, retries, a server
     judge_url -> [host slot, then process slot] -> GET with Range: bytes=0-(max_bytes-1), Accept-Encoding: identity
       3xx: judge the Location like a new URL, follow by hand (at most max_redirects)
       4xx/5xx: broken (408, 429 and 5xx are retried with backoff and jitter, 429/503 after their Retry-After)
-      2xx: read until imagesniff knows (or max_bytes): ok with the real size, or not_image
+      2xx: read until sniff.py knows (or max_bytes): ok with the real size, or not_image
       refused by policy: blocked; DNS failure, refused, reset, timeout, too many redirects: unreachable
 
 Example::
