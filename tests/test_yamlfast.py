@@ -201,3 +201,14 @@ def test_limits_still_apply_where_the_fast_path_would_read() -> None:
         parse_drop("x.txt", b'---\ntitle: "' + b"a" * 50 + b'"\nwebUrl: https://x.test/\n---\n',
                    ParseLimits(max_string=20))
     assert refused.value.field == "title"
+
+
+def test_a_printable_text_holds_nothing_libyaml_would_refuse() -> None:
+    """fast_tree skips its character regex for a text that str.isprintable accepts (newlines aside): sound only
+    if no code point is printable and refused at once. Every code point, and the newline as the caller sees it."""
+    from tasks.parse.yamlfast import _UNREAD
+
+    both = [hex(c) for c in range(0x110000) if chr(c).isprintable() and _UNREAD.match(chr(c))]
+    assert both == []
+    assert _UNREAD.match("\n") is None and "\n".replace("\n", " ").isprintable()
+    assert not "\t".isprintable() and _UNREAD.match("\t")  # the regex still decides what isprintable refuses
