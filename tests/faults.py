@@ -9,6 +9,7 @@ Over 300 lines: the fault harness the fault tests share (private servers, proxie
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import selectors
@@ -18,25 +19,32 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from kombu.exceptions import KombuError
 from sqlalchemy import create_engine, text
 
 from tests.corpus import Answers
 from tests.imagehost import png
+from tests.processes import BIN, env_for, free_port
 
 CHECKED = {"ok", "broken", "not_image", "unreachable", "blocked"}
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# Limits short enough that redelivery and retries happen within a test, and the ledger's own requeue off (600 s)
+# so only the mechanism under test can bring lost work back; a test overrides what its fault needs.
+FAST = {
+    "FEEDWORKER_VISIBILITY_TIMEOUT": "10",
+    "FEEDWORKER_TASK_TIME_LIMIT": "8",
+    "FEEDWORKER_TASK_SOFT_TIME_LIMIT": "6",
+    "FEEDWORKER_WATCH__BATCH_MAX": "1",
+    "FEEDWORKER_IMAGES__TIMEOUT_SECONDS": "6",  # above the image host's delay: a slow answer is still an answer
+    "FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS": "600",
+}
 
 
 # -- a private Redis ------------------------------------------------------------------------------------------------
@@ -352,8 +360,6 @@ def node_name(name: str) -> str:
 
 def fault_env(broker_url: str, store_url: str, settings: dict[str, str]) -> dict[str, str]:
     """The environment of the commands under test (tests.processes.env_for), with ``settings`` winning."""
-    from tests.processes import env_for
-
     return {**env_for(broker_url, store_url), **settings}
 
 
@@ -372,8 +378,6 @@ def pong(broker_url: str, node: str) -> bool:
 def ingest_waiting(env: dict[str, str], folder: Path) -> Iterator[subprocess.Popen[str]]:
     """`feedworker ingest FOLDER --wait --json` in the background; killed if still running when the block ends
     (a failed test must not leave it waiting for a store or broker that is gone)."""
-    from tests.processes import BIN
-
     proc = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(folder), "--wait", "--json"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -382,3 +386,33 @@ def ingest_waiting(env: dict[str, str], folder: Path) -> Iterator[subprocess.Pop
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+def ingest_summary(ingest: subprocess.Popen[str], timeout: int, after: str) -> tuple[dict[str, int], str]:
+    """`ingest --wait`'s summary and stderr once it exits 0; still waiting, a test failure that shows its stderr."""
+    try:
+        out, err = ingest.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        ingest.kill()
+        pytest.fail(f"drops still queued {timeout} s after {after} ({ingest.communicate()[1][-500:]})")
+    assert ingest.returncode == 0, err[-2000:]
+    summary: dict[str, int] = json.loads(out)
+    return summary, err
+
+
+def check_landed(summary: dict[str, int], records: list[dict[str, Any]], drops: list[dict[str, Any]],
+                 ans: Answers, total: int) -> None:
+    """What every fault must leave: each of the ``total`` drops counted once, the answers held, nothing half-done."""
+    assert len(drops) == total and sum(summary.values()) == total
+    assert summary["failed"] == len(ans.refused)
+    assert summary["published"] >= len(ans.titles)  # a drop delivered twice still counts as published once
+    check_answers(records, ans)
+    check_consistent(records, drops)
+
+
+def redis_pg_images(stack: ExitStack, workdir: Path, delay: float = 0.0) -> tuple[PrivateRedis, str, str]:
+    """A private Redis, a fresh PostgreSQL database and an image host, closed with ``stack``: a fault test's start."""
+    from tests.conftest import fresh_pg_database
+
+    return (stack.enter_context(private_redis(workdir / "redis")), stack.enter_context(fresh_pg_database()),
+            stack.enter_context(image_host(delay)))

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 import re
-import struct
-import zlib
 
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from tools.imagepaths import png  # one PNG builder for the tests and the benchmarks' image host
 
-def png(width: int, height: int) -> bytes:
-    """A valid PNG of the given size (grey rows, compressed)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    raw = (b"\x00" + b"\x80" * width) * height
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+__all__ = ["png", "serve_images"]
 
 
 def _ok(request: Request) -> Response:

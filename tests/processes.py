@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on now: for a server a test starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def env_for(broker_url: str, store_url: str, **more: str) -> dict[str, str]:
@@ -38,14 +46,25 @@ def celery_worker(env: dict[str, str], cwd: Path, name: str = "w1", concurrency:
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 20)
         out.close()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
+    """SIGTERM (a warm shutdown), then SIGKILL after ``timeout`` s: nothing a test started outlives it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_started(proc: subprocess.Popen[Any], up: Callable[[], bool], log: Path, tail: int = 3000) -> None:
+    """Until ``up()`` holds, for 30 s; a process that exited first fails the test with the end of its ``log``."""
+    wait_for(lambda: proc.poll() is not None or up(), 30)
+    assert proc.poll() is None, log.read_text()[-tail:]
 
 
 def feedworker(env: dict[str, str], *args: str, timeout: float = 120, check: bool = True,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import os
-import socket
 import stat
 import urllib.error
 import urllib.request
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.processes import wait_for
+from tests.processes import free_port, wait_for
 from tests.test_run import feedworker_run, leftovers, stop, user_env
 from worker.observing.metricserver import serve
 from worker.settings import Settings
@@ -25,12 +24,6 @@ from worker.settings import Settings
 pytestmark = pytest.mark.slow
 
 DROP = "---\ntitle: Private\nwebUrl: https://news.test/{n}\n---\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def modes(root: Path) -> dict[str, int]:

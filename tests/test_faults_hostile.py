@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
-from tests.faults import check_answers, children, fault_env, image_host, private_redis, rss_kib
+from tests.faults import check_answers, children, fault_env, redis_pg_images, rss_kib
 from tests.processes import celery_worker, export, feedworker
 
 pytestmark = pytest.mark.slow
@@ -94,9 +93,7 @@ def test_hostile_and_poison_drops_fail_alone_with_reasons(tmp_path: Path) -> Non
     drops, canary = tmp_path / "drops", tmp_path / "PWNED"
     refused = refused_drops(canary)
     with ExitStack() as stack:
-        broker = stack.enter_context(private_redis(tmp_path / "redis"))
-        store = stack.enter_context(fresh_pg_database())
-        base = stack.enter_context(image_host())
+        broker, store, base = redis_pg_images(stack, tmp_path)
         ans = write_corpus(drops, base)  # good drops (and two refusals of its own) among the hostile ones
         for name, (data, _) in refused.items():
             (drops / name).write_bytes(data)
@@ -145,9 +142,7 @@ def test_a_drop_whose_image_hosts_stall_never_blocks_the_queue(tmp_path: Path) -
                 "FEEDWORKER_VISIBILITY_TIMEOUT": "10", "FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS": "5",
                 "FEEDWORKER_WATCH__BATCH_MAX": "8"}
     with ExitStack() as stack:
-        broker = stack.enter_context(private_redis(tmp_path / "redis"))
-        store = stack.enter_context(fresh_pg_database())
-        base = stack.enter_context(image_host())
+        broker, store, base = redis_pg_images(stack, tmp_path)
         ans = write_corpus(drops, base, count=6)
         images = "".join(f"  - {{url: '{base}/tarpit/{i}.png'}}\n" for i in range(40))
         (drops / "stalling_images.txt").write_bytes(_fm(GOOD.format(t="Stalls", u="stall") + "images:\n" + images))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,13 +24,16 @@ from tests.changecheck import check_changes, read_changes
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
 from tests.faults import (
+    FAST,
     active_tasks,
     check_answers,
     check_consistent,
+    check_landed,
     fault_broker,
     fault_env,
     held_drops,
     image_host,
+    ingest_summary,
     ingest_waiting,
     kill_tree,
     ledger,
@@ -42,14 +44,6 @@ from tests.processes import celery_worker, export, feedworker, wait_for
 
 pytestmark = pytest.mark.slow
 
-FAST = {
-    "FEEDWORKER_VISIBILITY_TIMEOUT": "10",
-    "FEEDWORKER_TASK_TIME_LIMIT": "8",
-    "FEEDWORKER_TASK_SOFT_TIME_LIMIT": "6",
-    "FEEDWORKER_WATCH__BATCH_MAX": "1",
-    "FEEDWORKER_IMAGES__TIMEOUT_SECONDS": "6",  # above the image host's delay: a slow answer is still an answer
-    "FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS": "600",  # the ledger's safety net off: the broker must redeliver
-}
 VICTIM_KILLS = 3
 
 
@@ -75,14 +69,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
         held = wait_for(lambda: active_tasks(broker, node_name("steady")), 30)
         os.kill(held[0]["worker_pid"], signal.SIGKILL)
         caught.append(len(held))
-        try:
-            out, err = ingest.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            ingest.kill()
-            pytest.fail(f"drops still queued 90 s after the kills: killed tasks were not redelivered "
-                        f"({ingest.communicate()[1][-500:]})")
-        assert ingest.returncode == 0, err[-2000:]
-        summary = json.loads(out)
+        summary, _ = ingest_summary(ingest, 90, "the kills: killed tasks were not redelivered")
         records = export(env)
         drops = ledger(store)
         changes = read_changes(env)
@@ -90,12 +77,7 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
     print(f"{kind}: kills caught {caught} tasks in flight; summary {summary}")
     assert all(caught) and sum(caught) >= VICTIM_KILLS + 1, caught  # every kill hit a task in flight
     total = len(list((tmp_path / "drops").iterdir()))
-    assert len(drops) == total
-    assert sum(summary.values()) == total  # each drop counted once, though some ran twice
-    assert summary["failed"] == len(ans.refused)
-    assert summary["published"] >= len(ans.titles)  # a drop delivered twice still counts as published once
-    check_answers(records, ans)
-    check_consistent(records, drops)
+    check_landed(summary, records, drops, ans, total)  # each drop counted once, though some ran twice
     assert {d["name"] for d in drops if d["state"] == "failed"} == set(ans.refused)
     check_changes(changes, records)  # the change log: no version logged twice or lost by the killed publishes
 

@@ -22,8 +22,8 @@ import pytest
 
 from tasks.names import escape
 from tests.conftest import fresh_pg_database
-from tests.faults import free_port, ledger
-from tests.processes import feedworker, wait_for
+from tests.faults import ledger
+from tests.processes import feedworker, free_port, wait_for
 from tests.test_run import feedworker_run, stop, user_env
 from worker.watching.finalize import report_name
 

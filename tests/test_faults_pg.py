@@ -8,8 +8,6 @@ The ledger's own requeue is off here (600 s), so only the publish task's retries
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -19,11 +17,12 @@ import pytest
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
 from tests.faults import (
-    check_answers,
-    check_consistent,
+    FAST,
+    check_landed,
     fault_broker,
     fault_env,
     image_host,
+    ingest_summary,
     ingest_waiting,
     ledger,
     tcp_proxy,
@@ -34,14 +33,12 @@ from tests.processes import celery_worker, export, feedworker, wait_for
 pytestmark = pytest.mark.slow
 
 OUTAGE = 30.0
-FAST = {
+SETTINGS = {  # the ledger's safety net off (FAST): the retries must do it
+    **FAST,
     # above the publish task's longest retry pause (20 s): a retry waiting for its ETA is not delivered twice
     "FEEDWORKER_VISIBILITY_TIMEOUT": "25",
     "FEEDWORKER_TASK_TIME_LIMIT": "20",
     "FEEDWORKER_TASK_SOFT_TIME_LIMIT": "15",
-    "FEEDWORKER_WATCH__BATCH_MAX": "1",
-    "FEEDWORKER_IMAGES__TIMEOUT_SECONDS": "6",
-    "FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS": "600",  # the ledger's safety net off: the retries must do it
 }
 
 
@@ -55,7 +52,7 @@ def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path, 
         base = stack.enter_context(image_host(delay=0.3))
         ans = write_corpus(tmp_path / "drops", base, count=40)
         total = len(list((tmp_path / "drops").iterdir()))
-        env = fault_env(broker, store, FAST)
+        env = fault_env(broker, store, SETTINGS)
         feedworker(env, "migrate")
         worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
         ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
@@ -65,24 +62,14 @@ def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path, 
         time.sleep(OUTAGE)
         during = _finished(direct)
         proxy.restore()
-        try:
-            out, err = ingest.communicate(timeout=90)
-        except subprocess.TimeoutExpired:
-            ingest.kill()
-            pytest.fail(f"drops still queued 90 s after PostgreSQL came back ({ingest.communicate()[1][-500:]})")
-        assert ingest.returncode == 0, err[-2000:]
-        summary = json.loads(out)
+        summary, err = ingest_summary(ingest, 90, "PostgreSQL came back")
         assert worker.poll() is None
         records = export(env)
         drops = ledger(direct)
     log = (tmp_path / "w1.log").read_text()
     print(f"finished when cut {cut_at}, after {OUTAGE:.0f} s down {during}; summary {summary}")
     assert during == cut_at  # nothing was written while it was down...
-    assert len(drops) == total and sum(summary.values()) == total  # ...and everything after, once
-    assert summary["failed"] == len(ans.refused)
-    assert summary["published"] >= len(ans.titles)
-    check_answers(records, ans)
-    check_consistent(records, drops)
+    check_landed(summary, records, drops, ans, total)  # ...and everything after, once
     assert "store: transient error, retrying" in log  # the worker log says what happened
     assert "store unreachable, still waiting" in err  # and so does ingest --wait
 

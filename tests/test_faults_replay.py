@@ -16,9 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
-from tests.faults import check_answers, fault_env, image_host, ledger, private_redis
+from tests.faults import check_answers, fault_env, ledger, redis_pg_images
 from tests.processes import celery_worker, export, feedworker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -36,9 +35,7 @@ EXECUTE FUNCTION refuse_one();
 def test_replay_after_the_store_refused_and_the_file_vanished(tmp_path: Path) -> None:
     drops = tmp_path / "drops"
     with ExitStack() as stack:
-        broker = stack.enter_context(private_redis(tmp_path / "redis"))
-        store = stack.enter_context(fresh_pg_database())
-        base = stack.enter_context(image_host())
+        broker, store, base = redis_pg_images(stack, tmp_path)
         ans = write_corpus(drops, base, count=6)
         data = f"---\ntitle: Refused once\nwebUrl: {URL}\n---\n".encode()
         (drops / NAME).write_bytes(data)

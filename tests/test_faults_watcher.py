@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
-from tests.faults import check_answers, check_consistent, fault_env, image_host, ledger, private_redis
+from tests.faults import check_answers, check_consistent, fault_env, ledger, private_redis, redis_pg_images
 from tests.processes import BIN, celery_worker, export, feedworker, wait_for
 
 pytestmark = pytest.mark.slow
@@ -41,9 +41,7 @@ def _watch(env: dict[str, str], folder: Path, log: Path) -> subprocess.Popen[byt
 def test_watcher_killed_mid_backlog_and_restarted(tmp_path: Path) -> None:
     drops = tmp_path / "drops"
     with ExitStack() as stack:
-        broker = stack.enter_context(private_redis(tmp_path / "redis"))
-        store = stack.enter_context(fresh_pg_database())
-        base = stack.enter_context(image_host())
+        broker, store, base = redis_pg_images(stack, tmp_path)
         ans = write_corpus(drops, base, count=BACKLOG - 4)  # + a duplicate, an update and two refusals
         env = fault_env(broker.url(), store, SETTINGS)
         feedworker(env, "migrate")

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.processes import BIN, celery_worker, env_for, feedworker, wait_for
+from tests.processes import BIN, celery_worker, env_for, feedworker, free_port, stop_process, wait_for, wait_started
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).parent.parent / "docs"
@@ -37,12 +37,6 @@ class Site:
     files: list[str]
     secrets: list[str]
     worker: str
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str, auth: str | None = None) -> tuple[int, str]:
@@ -64,16 +58,10 @@ def flower(env: dict[str, str], log: Path, *options: str) -> Iterator[str]:
                              f"--port={port}", *options], env=env, stdout=out, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_for(lambda: proc.poll() is not None or _up(base), 30)
-        assert proc.poll() is None, log.read_text()[-2000:]
+        wait_started(proc, lambda: _up(base), log, tail=2000)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, 10)
         out.close()
 
 

@@ -17,11 +17,9 @@ import multiprocessing
 import shutil
 import socket
 import ssl
-import struct
 import subprocess
 import threading
 import time
-import zlib
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,17 +33,10 @@ from tasks.errors import ChecksTimedOut
 from tasks.images.checker import ImageChecker
 from tasks.limits import ImageLimits
 from tasks.shapes import ImageResult
+from tests.imagehost import png
+from tests.processes import free_port
 
 LOOPBACK = ["127.0.0.1/32"]
-
-
-def png(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = (b"\x00" + b"\x80" * width) * height
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
 
 
 def b64(url: str) -> str:
@@ -570,9 +561,3 @@ def test_a_forked_child_starts_its_own_loop(host: Host) -> None:
         child.join(10)
     finally:
         CHECKER.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

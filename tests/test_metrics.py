@@ -13,7 +13,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 
 from tests.imagehost import serve_images
-from tests.processes import BIN, env_for, feedworker, wait_for
+from tests.processes import BIN, env_for, feedworker, free_port, stop_process, wait_for, wait_started
 
 EXCERPT = "Zebra-quartz excerpt sentence that must never reach a log line"
 SECURED = base64.b64encode(b"S" * 400).decode() + ";" + base64.b64encode(b"v" * 16).decode()
@@ -70,12 +69,6 @@ def _all_finished(states: dict[str, str], total: int) -> bool:
     return len(states) == total and all(s in ("published", "unchanged", "failed") for s in states.values())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextmanager
 def worker_with_metrics(env: dict[str, str], log: Path, port: int) -> Iterator[subprocess.Popen[bytes]]:
     """`celery -A worker worker -c 2 --metrics-port PORT`, stopped with a warm shutdown."""
@@ -84,16 +77,10 @@ def worker_with_metrics(env: dict[str, str], log: Path, port: int) -> Iterator[s
                                  f"--metrics-port={port}"], env=env, cwd=Path(__file__).parent.parent,
                                 stdout=out, stderr=out)
         try:
-            wait_for(lambda: proc.poll() is not None or _answers(port), 30)
-            assert proc.poll() is None, log.read_text()[-3000:]
+            wait_started(proc, lambda: _answers(port), log)
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 20)
 
 
 def _answers(port: int) -> bool:

@@ -24,7 +24,7 @@ from werkzeug import Request, Response
 
 from tests.corpus import write_corpus
 from tests.imagehost import png, serve_images
-from tests.processes import BIN, feedworker, wait_for
+from tests.processes import BIN, feedworker, stop_process, wait_for, wait_started
 from worker.running.broker import ping
 
 pytestmark = pytest.mark.slow
@@ -46,17 +46,10 @@ def feedworker_run(cwd: Path, env: dict[str, str], *args: str) -> Iterator[subpr
     proc = subprocess.Popen([str(BIN / "feedworker"), "run", "drops", *args], cwd=cwd, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: (cwd / ".feedworker" / "broker.url").is_file() or proc.poll() is not None, 30)
-        assert proc.poll() is None, (cwd / "run.log").read_text()[-3000:]
+        wait_started(proc, (cwd / ".feedworker" / "broker.url").is_file, cwd / "run.log")
         yield proc
     finally:
-        if proc.poll() is None:  # a failed test: stop it as a user would, so nothing outlives the test
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, 60)  # a failed test: stop it as a user would, so nothing outlives the test
         log.close()
 
 
