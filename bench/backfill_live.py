@@ -23,31 +23,30 @@ import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 from benchlib import (
     BIN,
-    bench_env,
+    WORK,
     claimed_redis_db,
-    fresh_database,
+    conninfo,
+    feedworker_run,
     image_host,
     machine,
     make_corpus,
+    migrated_env,
     percentile,
+    run_roles,
     stop,
     wait_for_workers,
 )
 from live import drop_steadily, record_times
-
-WORK = Path("/tmp/feedworker-bench")
 
 
 def finished_between(store_url: str, names: set[str], start: float, end: float) -> int:
     """Drops of ``names`` whose outcome committed between ``start`` and ``end`` (epoch seconds)."""
     import psycopg
 
-    dsn = store_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(conninfo(store_url)) as conn:
         rows = conn.execute("SELECT name, finished_at FROM drops WHERE finished_at IS NOT NULL").fetchall()
     return sum(1 for name, at in rows if name in names and start <= at.timestamp() <= end)
 
@@ -56,8 +55,7 @@ def queued_times(store_url: str) -> dict[str, float]:
     """Drop name -> when the watcher registered it as queued (its message is sent right after)."""
     import psycopg
 
-    dsn = store_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(conninfo(store_url)) as conn:
         rows = conn.execute("SELECT name, queued_at FROM drops WHERE queued_at IS NOT NULL").fetchall()
     return {name: at.timestamp() for name, at in rows}
 
@@ -84,16 +82,11 @@ def main() -> None:
     print(f"{count} live drops at {args.rate:g}/s into `feedworker run` while it works through a "
           f"{args.backfill:,}-file backfill sent by `feedworker ingest` (Redis + PostgreSQL on loopback)")
     with claimed_redis_db() as db, image_host(args.image_port, log_dir / "image-host.log"):
-        store_url = fresh_database("feedworker_bench_backfill_live")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, None,
-                        **{"FEEDWORKER_STATE_DIR": str(log_dir / "state"), **dict(s.split("=", 1) for s in args.set)})
-        subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
-        with open(log_dir / "run.log", "wb") as out:
-            run = subprocess.Popen([str(BIN / "feedworker"), "run", str(log_dir / "drops")], env=env, cwd=log_dir,
-                                   stdout=out, stderr=out)
+        store_url, env = migrated_env(db, "feedworker_bench_backfill_live", None, **{
+            "FEEDWORKER_STATE_DIR": str(log_dir / "state"), **dict(s.split("=", 1) for s in args.set)})
+        run = feedworker_run(env, log_dir / "drops", log_dir)
         try:
-            wait_for_workers(env, 1 + (env.get("FEEDWORKER_LIVE_CONCURRENCY") != "0")
-                             + (env.get("FEEDWORKER_VERIFY_CONCURRENCY") != "0"), timeout=60)
+            wait_for_workers(env, run_roles(env), timeout=60)
             time.sleep(1.0)  # the watcher's first scan (of an empty folder) is done: what comes now is live
             sent = time.monotonic()
             subprocess.run([str(BIN / "feedworker"), "ingest", str(backfill)], env=env, check=True,

@@ -25,6 +25,7 @@ if str(ROOT) not in sys.path:  # a bench runs as `python bench/x.py`: the reposi
     sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+WORK = Path("/tmp/feedworker-bench")  # corpora (written once, reused) and each run's logs
 
 
 def machine() -> str:
@@ -115,6 +116,19 @@ def drop_database(name: str) -> None:
     engine.dispose()
 
 
+def conninfo(store_url: str) -> str:
+    """psycopg's form of a SQLAlchemy ``postgresql+psycopg://`` URL: a benchmark reads the store without SQLAlchemy."""
+    return store_url.replace("postgresql+psycopg://", "postgresql://", 1)
+
+
+def migrated_env(db: int, database: str, code: Path | None = None, **more: str) -> tuple[str, dict[str, str]]:
+    """A fresh, migrated PostgreSQL ``database`` and the environment on it and Redis ``db`` (:func:`bench_env`)."""
+    store_url = fresh_database(database)
+    env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, code, **more)
+    subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
+    return store_url, env
+
+
 def fresh_redis(db: int) -> str:
     """Flush one Redis database number; return its URL."""
     import redis
@@ -130,7 +144,7 @@ def code_tree(rev: str) -> Path:
     benchmark on older code (an A/B on one machine, minutes apart) with ``bench_env(code=...)``."""
     commit = subprocess.run(["git", "rev-parse", "--short", rev], cwd=ROOT, check=True, capture_output=True,
                             text=True).stdout.strip()
-    out = Path("/tmp/feedworker-bench") / f"code-{commit}"
+    out = WORK / f"code-{commit}"
     if not (out / "worker").is_dir():
         out.mkdir(parents=True, exist_ok=True)
         archive = subprocess.run(["git", "archive", commit, "tasks", "worker"], cwd=ROOT, check=True,
@@ -162,6 +176,19 @@ def celery_worker(env: dict[str, str], name: str, concurrency: int, log: Path,
     return subprocess.Popen([str(BIN / "celery"), "-A", "worker", "worker", "-c", str(concurrency),
                              "-n", f"{name}@%h", "--loglevel=WARNING", *extra],
                             env=env, cwd=cwd, stdout=out, stderr=out)
+
+
+def feedworker_run(env: dict[str, str], folder: Path, log_dir: Path,
+                   concurrency: int | None = None) -> subprocess.Popen[bytes]:
+    """`feedworker run FOLDER` as a user starts it, in ``log_dir`` (output: run.log); stop it with :func:`stop`."""
+    argv = [str(BIN / "feedworker"), "run", str(folder)] + (["-c", str(concurrency)] if concurrency else [])
+    with open(log_dir / "run.log", "ab") as out:
+        return subprocess.Popen(argv, env=env, cwd=log_dir, stdout=out, stderr=out)
+
+
+def run_roles(env: dict[str, str]) -> int:
+    """How many worker commands `feedworker run` starts with ``env``: the general one, and live and verify unless 0."""
+    return 1 + (env.get("FEEDWORKER_LIVE_CONCURRENCY") != "0") + (env.get("FEEDWORKER_VERIFY_CONCURRENCY") != "0")
 
 
 def wait_for_workers(env: dict[str, str], count: int, timeout: float = 30.0) -> None:

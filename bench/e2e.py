@@ -34,14 +34,15 @@ import psutil
 from benchlib import (
     BIN,
     ROOT,
-    bench_env,
+    WORK,
     celery_worker,
     claimed_redis_db,
     code_tree,
-    fresh_database,
+    conninfo,
     image_host,
     machine,
     make_corpus,
+    migrated_env,
     spy,
     stage_seconds,
     stop,
@@ -51,7 +52,6 @@ from benchlib import (
 )
 from hooksink import sinks
 
-WORK = Path("/tmp/feedworker-bench")
 MARKS = ("parse_batch", "verify_batch", "publish_batch", "_publish", "submit", "register_drops", "_send",
          "_wait_for_room", "_wait", "normalize", "parse_drop", "load_front_matter", "model_validate", "check_many",
          "_write_items", "_finish_drop", "_lock_items", "apply_drafts", "dumps", "loads")
@@ -99,8 +99,7 @@ def cpu_spent(before: dict[tuple[str, int], float], after: dict[tuple[str, int],
 def last_commit(store_url: str) -> float:
     import psycopg
 
-    dsn = store_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(conninfo(store_url)) as conn:
         row = conn.execute("SELECT max(finished_at) FROM drops").fetchone()
     value: datetime | None = row[0] if row else None
     return value.astimezone(UTC).timestamp() if value else float("nan")
@@ -112,10 +111,8 @@ def run_backlog(drops: Path, answers: Path, count: int, workers: int, concurrenc
     """One measured run on a fresh store and broker: the unit that bench/scaleout.py repeats."""
     metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=log_dir))
     with claimed_redis_db() as db, image_host(image_port, log_dir / "image-host.log") as _:
-        store_url = fresh_database("feedworker_bench_e2e")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, code, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-                        **(settings or {}))
-        subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
+        store_url, env = migrated_env(db, "feedworker_bench_e2e", code, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
+                                      **(settings or {}))
         extra = ["-P", pool] if pool else []
         procs = [celery_worker(env, f"bench{i}-{os.getpid()}", concurrency, log_dir / f"worker{i}.log", extra)
                  for i in range(workers)]

@@ -31,20 +31,19 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import (
-    BIN,
     ROOT,
-    bench_env,
+    WORK,
     claimed_redis_db,
-    fresh_database,
+    conninfo,
+    feedworker_run,
     image_host,
     machine,
     make_corpus,
+    migrated_env,
     percentile,
     stop,
     wait_for_workers,
 )
-
-WORK = Path("/tmp/feedworker-bench")
 
 
 def drop_steadily(files: list[Path], folder: Path, rate: float) -> dict[str, float]:
@@ -68,8 +67,7 @@ def record_times(store_url: str) -> dict[str, float]:
     (published). A later drop may have updated the record since; its own write is what counts here."""
     import psycopg
 
-    dsn = store_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(conninfo(store_url)) as conn:
         rows = conn.execute("SELECT name, finished_at FROM drops WHERE state = 'published'").fetchall()
     return {name: at.astimezone(UTC).timestamp() for name, at in rows}
 
@@ -77,8 +75,7 @@ def record_times(store_url: str) -> dict[str, float]:
 def outcomes(store_url: str) -> dict[str, int]:
     import psycopg
 
-    dsn = store_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(dsn) as conn:
+    with psycopg.connect(conninfo(store_url)) as conn:
         return dict(conn.execute("SELECT state, count(*) FROM drops GROUP BY state").fetchall())
 
 
@@ -143,13 +140,9 @@ def live_run(files: list[Path], rate: float, warm: bool, image_port: int, log_di
     folder = log_dir / "drops"
     folder.mkdir()
     with claimed_redis_db() as db, image_host(image_port, log_dir / "image-host.log"):
-        store_url = fresh_database("feedworker_bench_live")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-        subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
+        store_url, env = migrated_env(db, "feedworker_bench_live", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         warmed = warm_cache(files, env) if warm else 0
-        args = [str(BIN / "feedworker"), "run", str(folder)] + (["-c", str(concurrency)] if concurrency else [])
-        with open(log_dir / "run.log", "wb") as out:
-            run = subprocess.Popen(args, env=env, cwd=log_dir, stdout=out, stderr=out)
+        run = feedworker_run(env, folder, log_dir, concurrency)
         try:
             wait_for_workers(env, 1, timeout=60)
             time.sleep(1.0)  # the watcher's start scan is done

@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import yaml
+from benchlib import conninfo
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -55,11 +56,6 @@ def front_matter(text: str) -> dict[str, object]:
     _, head, _ = text.split("---\n", 2)
     loaded = yaml.load(head, Loader=yaml.CSafeLoader)
     return loaded if isinstance(loaded, dict) else {}
-
-
-def conninfo(store_url: str) -> str:
-    """psycopg's form of a SQLAlchemy ``postgresql+psycopg://`` URL."""
-    return store_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def run(files: Sequence[Path], store_url: str) -> NaiveResult:

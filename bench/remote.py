@@ -37,19 +37,20 @@ from typing import Any
 from benchlib import (
     BIN,
     ROOT,
-    bench_env,
+    WORK,
     claimed_redis_db,
-    fresh_database,
+    feedworker_run,
     image_host,
     machine,
     make_corpus,
+    migrated_env,
+    run_roles,
     stop,
     tree_cpu_seconds,
     wait_for_workers,
 )
 from e2e import cpu_spent, last_commit, service_cpu
 
-WORK = Path("/tmp/feedworker-bench")
 URL = re.compile(r"http://127\.0\.0\.1:(\d+)(/[^\s'\"\\]*)")
 
 
@@ -77,20 +78,14 @@ def remote_run(drops: Path, count: int, hosts: list[str], port: int, log_dir: Pa
     from tools.corpus import answers_path
 
     with claimed_redis_db() as db:
-        store_url = fresh_database("feedworker_bench_remote")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, None,
-                        **{"FEEDWORKER_IMAGES__ALLOW_NETWORKS": '["127.0.0.0/8"]',
-                           "FEEDWORKER_STATE_DIR": str(log_dir / "state"), **settings})
-        subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
+        store_url, env = migrated_env(db, "feedworker_bench_remote", None, **{
+            "FEEDWORKER_IMAGES__ALLOW_NETWORKS": '["127.0.0.0/8"]', "FEEDWORKER_STATE_DIR": str(log_dir / "state"),
+            **settings})
         folder = log_dir / "watched"
         folder.mkdir(exist_ok=True)
-        argv = [str(BIN / "feedworker"), "run", str(folder)] + (["-c", str(concurrency)] if concurrency else [])
-        with open(log_dir / "run.log", "ab") as out:
-            run = subprocess.Popen(argv, env=env, cwd=log_dir, stdout=out, stderr=out)
+        run = feedworker_run(env, folder, log_dir, concurrency)
         try:
-            roles = 1 + (env.get("FEEDWORKER_LIVE_CONCURRENCY", "2") != "0") + (
-                env.get("FEEDWORKER_VERIFY_CONCURRENCY", "16") != "0")
-            wait_for_workers(env, roles, timeout=60)
+            wait_for_workers(env, run_roles(env), timeout=60)
             before, run_before = service_cpu(port), tree_cpu_seconds(run.pid)
             started = time.time()
             ingest = subprocess.Popen([str(BIN / "feedworker"), "ingest", str(drops), "--wait", "--json"],

@@ -36,20 +36,20 @@ import psutil
 import redis
 from benchlib import (
     BIN,
-    bench_env,
+    WORK,
     celery_worker,
     claimed_redis_db,
-    fresh_database,
+    conninfo,
     image_host,
     machine,
     make_corpus,
+    migrated_env,
     stage_seconds,
     stop,
     tree_cpu_seconds,
     wait_for_workers,
 )
 
-WORK = Path("/tmp/feedworker-bench")
 SMALL_DROP = ('---\ntitle: "Item {i}"\nwebUrl: "https://scale.test/{d}/{i}/"\ntype: article\nquality: {q}\n'
               "published: true\ntopics:\n  - Scale\n---\n")
 BYTES_PER_FILE = 4096 + 512  # a block and a directory entry, rounded up
@@ -135,9 +135,7 @@ def peak_rss(pid: int) -> int:
 def enqueue_run(folder: Path, files: int, log_dir: Path) -> dict[str, Any]:
     metrics_dir = Path(tempfile.mkdtemp(prefix="metrics-", dir=log_dir))
     with claimed_redis_db() as db:
-        store_url = fresh_database("feedworker_bench_scale")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url, PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
-        subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
+        _, env = migrated_env(db, "feedworker_bench_scale", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
         drainer = Drainer(env["FEEDWORKER_BROKER_URL"])
         drainer.start()
         started = time.time()
@@ -168,9 +166,7 @@ def worker_memory(count: int, image_port: int, log_dir: Path) -> dict[str, Any]:
     make_corpus(corpus, count, seed=9, mix="clean", image_base=f"http://127.0.0.1:{image_port}")
     samples: list[tuple[int, float, int]] = []  # (finished drops, RSS MiB, pool pids seen)
     with claimed_redis_db() as db, image_host(image_port, log_dir / "image-host.log"):
-        store_url = fresh_database("feedworker_bench_scale_worker")
-        env = bench_env(f"redis://127.0.0.1:6379/{db}", store_url)
-        subprocess.run([str(BIN / "feedworker"), "migrate"], env=env, check=True, capture_output=True)
+        store_url, env = migrated_env(db, "feedworker_bench_scale_worker")
         worker = celery_worker(env, f"scale-{os.getpid()}", 2, log_dir / "worker.log")
         children: set[int] = set()
         try:
@@ -180,8 +176,7 @@ def worker_memory(count: int, image_port: int, log_dir: Path) -> dict[str, Any]:
                                           env=env, stdout=out, stderr=out)
             import psycopg
 
-            dsn = store_url.replace("postgresql+psycopg://", "postgresql://")
-            with psycopg.connect(dsn, autocommit=True) as conn:
+            with psycopg.connect(conninfo(store_url), autocommit=True) as conn:
                 while ingest.poll() is None:
                     row = conn.execute("SELECT count(*) FROM drops WHERE finished_at IS NOT NULL").fetchone()
                     done = int(row[0]) if row else 0

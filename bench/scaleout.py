@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import machine, make_corpus
-from e2e import WORK, run_backlog
+from benchlib import WORK, machine, make_corpus
+from e2e import run_backlog
 
 
 def main() -> None:
