@@ -26,10 +26,10 @@ def test_a_live_batch_runs_every_stage_on_the_live_queue() -> None:
                               ("feedworker.publish", "feedworker.live")]
 
 
-def test_a_backfill_batch_checks_images_on_the_verify_queue() -> None:
+def test_a_backfill_batch_checks_images_on_the_verify_queue_and_publishes_on_its_own() -> None:
     chain = stages.pipeline([A_TXT])
     assert _queues(chain) == [("feedworker.parse", "feedworker"), ("feedworker.verify", "feedworker.verify"),
-                              ("feedworker.publish", "feedworker")]
+                              ("feedworker.publish", "feedworker.publish")]
 
 
 def test_the_halves_of_a_split_stay_in_their_lane() -> None:
@@ -44,4 +44,5 @@ def test_the_halves_of_a_split_stay_in_their_lane() -> None:
 def test_a_plain_worker_consumes_every_queue() -> None:
     for amqp in (False, True):
         names = {q.name for q in task_queues(get_settings(), amqp)}
-        assert names == {"feedworker", "feedworker.live", "feedworker.verify", "feedworker.webhooks"}
+        assert names == {"feedworker", "feedworker.live", "feedworker.verify", "feedworker.publish",
+                         "feedworker.webhooks"}

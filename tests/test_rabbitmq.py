@@ -57,7 +57,7 @@ def test_status_metrics_and_health_with_queued_and_in_flight_messages(
         code, data = status(env)
         assert code == 0 and data["broker_reachable"] and data["store_reachable"]
         assert data["queues"] == {"feedworker": 3, "feedworker.live": 0, "feedworker.verify": 0,
-                                  "feedworker.webhooks": 0} and data["queue_depth"] == 3
+                                  "feedworker.publish": 0, "feedworker.webhooks": 0} and data["queue_depth"] == 3
         assert data["in_flight"] == 0 and data["workers"] == [] and data["backlog"] == 7
         table = feedworker(env, "status").stdout  # as an operator reads it
         assert "reachable" in table and "UNREACHABLE" not in table

@@ -41,7 +41,7 @@ def test_exit_code_follows_the_oldest_queued_drop(tmp_path: Path, broker: str) -
     assert code == 2
     assert data["backlog"] == 6 and data["oldest_queued_age_seconds"] > 1
     assert data["queues"] == {"feedworker": 2, "feedworker.live": 0, "feedworker.verify": 0,  # 6 drops in batches of 4
-                              "feedworker.webhooks": 0} and data["queue_depth"] == 2  # every lane's backlog shown
+                              "feedworker.publish": 0, "feedworker.webhooks": 0} and data["queue_depth"] == 2
     assert data["workers"] == [] and data["broker_reachable"] and data["store_reachable"]
     assert status(env, "--json", "--max-age", "3600")[0] == 0
     code, table = status(env, "--max-age", "1")  # the table, as a pipe gets it
