@@ -57,9 +57,9 @@ def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path, 
         feedworker(env, "migrate")
         worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
         ingest = stack.enter_context(ingest_waiting(env, tmp_path / "drops"))
-        # The first outcome, then the cut at once: on a backlog the publishes queue behind the parses sent before
-        # them and land in a burst (~0.4 s for these 44), so a later trigger could find them all done. One
-        # connection, polled every 10 ms.
+        # The first outcome, then the cut at once: outcomes can land many at a time (a trigger at 6 done once
+        # found all 44 done, with the publishes queued behind the parses), so the earliest sign is the one to
+        # take. One connection, polled every 10 ms.
         with create_engine(direct).connect() as conn:
             wait_for(lambda: _finished_now(conn) >= 1, 60, interval=0.01)
         proxy.cut()  # PostgreSQL is gone for everyone: workers, ingest --wait
