@@ -191,7 +191,7 @@ def _migrate_before_fork(**_: Any) -> None:
         upgrade(store)
     finally:
         store.dispose()
-    # Import the image checker's stack (httpx, aiohttp, Pillow) once here, so each pool child inherits it
+    # Import the image checker's stack (aiohttp, httpx) once here, so each pool child inherits it
     # instead of paying 0.2-0.8 s on its first batch: that cold start was the tail of live drop latency.
     import worker.celeryapp.resources  # noqa: F401
 
