@@ -36,7 +36,7 @@ from benchlib import (
     migrated_env,
     percentile,
     run_roles,
-    stop,
+    stop_process,
     wait_for_workers,
 )
 from live import drop_steadily, record_times
@@ -108,7 +108,7 @@ def main() -> None:
             while time.monotonic() < deadline and len(finished_names(store_url) & set(dropped)) < len(dropped):
                 time.sleep(0.5)
         finally:
-            stop(run, timeout=60)
+            stop_process(run, timeout=60)
         records, queued = record_times(store_url), queued_times(store_url)
         latencies = [records[name] - at for name, at in dropped.items() if name in records]
         watcher = [queued[name] - at for name, at in dropped.items() if name in records and name in queued]

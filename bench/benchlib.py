@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ if str(ROOT) not in sys.path:  # a bench runs as `python bench/x.py`: the reposi
 BIN = Path(sys.executable).parent
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 WORK = Path("/tmp/feedworker-bench")  # corpora (written once, reused) and each run's logs
+
+from tools.procs import stop_process as stop_process  # noqa: E402 (tools/ imports from here on; for the scripts too)
 
 
 def machine() -> str:
@@ -85,7 +86,7 @@ def image_host(port: int, log: Path | None = None, *more: str) -> Iterator[str]:
                 time.sleep(0.05)
         yield base
     finally:
-        stop(proc)
+        stop_process(proc)
         if not isinstance(out, int):
             out.close()
 
@@ -204,17 +205,6 @@ def wait_for_workers(env: dict[str, str], count: int, timeout: float = 30.0) -> 
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{count} worker(s) did not answer in {timeout:.0f} s")
-
-
-def stop(proc: subprocess.Popen[Any], timeout: float = 20.0) -> None:
-    """SIGTERM (a warm shutdown for Celery), then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def tree_cpu_seconds(pid: int) -> float:

@@ -45,7 +45,7 @@ from benchlib import (
     migrated_env,
     spy,
     stage_seconds,
-    stop,
+    stop_process,
     summarize_stacks,
     tree_cpu_seconds,
     wait_for_workers,
@@ -146,7 +146,7 @@ def run_backlog(drops: Path, answers: Path, count: int, workers: int, concurrenc
             seconds = last_commit(store_url) - started
         finally:
             for p in procs:
-                stop(p)
+                stop_process(p)
             for s in spies:
                 s.wait(30)
         run = Run(count, seconds, wall, summary, stage_seconds(metrics_dir), cpu)

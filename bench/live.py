@@ -41,7 +41,7 @@ from benchlib import (
     make_corpus,
     migrated_env,
     percentile,
-    stop,
+    stop_process,
     wait_for_workers,
 )
 
@@ -154,7 +154,7 @@ def live_run(files: list[Path], rate: float, warm: bool, image_port: int, log_di
                     break
                 time.sleep(0.5)
         finally:
-            stop(run, timeout=30)
+            stop_process(run, timeout=30)
         records = record_times(store_url)
         latencies = [records[name] - at for name, at in dropped.items() if name in records]
         verify = verify_times(metrics_dir)

@@ -45,7 +45,7 @@ from benchlib import (
     make_corpus,
     migrated_env,
     run_roles,
-    stop,
+    stop_process,
     tree_cpu_seconds,
     wait_for_workers,
 )
@@ -101,7 +101,7 @@ def remote_run(drops: Path, count: int, hosts: list[str], port: int, log_dir: Pa
                    **cpu_spent(before, service_cpu(port))}
             seconds = last_commit(store_url) - started
         finally:
-            stop(run, timeout=60)
+            stop_process(run, timeout=60)
         export = log_dir / "records.jsonl"
         subprocess.run([str(BIN / "feedworker"), "export", "--out", str(export)], env=env, check=True,
                        capture_output=True)

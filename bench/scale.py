@@ -45,7 +45,7 @@ from benchlib import (
     make_corpus,
     migrated_env,
     stage_seconds,
-    stop,
+    stop_process,
     tree_cpu_seconds,
     wait_for_workers,
 )
@@ -187,7 +187,7 @@ def worker_memory(count: int, image_port: int, log_dir: Path) -> dict[str, Any]:
                     samples.append((done, rss, len(children)))
                     time.sleep(1.0)
         finally:
-            stop(worker)
+            stop_process(worker)
     return {"samples": samples, "pool_processes": len(children)}
 
 

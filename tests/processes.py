@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tools.procs import stop_process
 
 BIN = Path(sys.executable).parent
 
@@ -48,17 +49,6 @@ def celery_worker(env: dict[str, str], cwd: Path, name: str = "w1", concurrency:
     finally:
         stop_process(proc, 20)
         out.close()
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float) -> None:
-    """SIGTERM (a warm shutdown), then SIGKILL after ``timeout`` s: nothing a test started outlives it."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_started(proc: subprocess.Popen[Any], up: Callable[[], bool], log: Path, tail: int = 3000) -> None:

@@ -25,7 +25,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.processes import BIN, celery_worker, env_for, feedworker, free_port, stop_process, wait_for, wait_started
+from tests.processes import BIN, celery_worker, env_for, feedworker, free_port, wait_for, wait_started
+from tools.procs import stop_process
 
 pytestmark = pytest.mark.slow
 DOCS = Path(__file__).parent.parent / "docs"

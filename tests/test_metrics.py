@@ -28,7 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 
 from tests.imagehost import serve_images
-from tests.processes import BIN, env_for, feedworker, free_port, stop_process, wait_for, wait_started
+from tests.processes import BIN, env_for, feedworker, free_port, wait_for, wait_started
+from tools.procs import stop_process
 
 EXCERPT = "Zebra-quartz excerpt sentence that must never reach a log line"
 SECURED = base64.b64encode(b"S" * 400).decode() + ";" + base64.b64encode(b"v" * 16).decode()

@@ -24,7 +24,8 @@ from werkzeug import Request, Response
 
 from tests.corpus import write_corpus
 from tests.imagehost import png, serve_images
-from tests.processes import BIN, feedworker, stop_process, wait_for, wait_started
+from tests.processes import BIN, feedworker, wait_for, wait_started
+from tools.procs import stop_process
 from worker.running.broker import ping
 
 pytestmark = pytest.mark.slow
