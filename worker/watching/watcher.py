@@ -1,8 +1,8 @@
 """`feedworker watch DROP_DIR`: turn files dropped into a folder into queued drops, then put them away.
 
 One loop, one thread, fed by three sources:
-- inotify events (watchdog): a file renamed into the folder is complete at once and goes out within the batch
-  window; a file written in place waits for the settle rules (worker/watching/settle.py);
+- inotify events (watchdog, worker/watching/events.py): a file renamed into the folder is complete at once and
+  goes out within the batch window; a file written in place waits for the settle rules (worker/watching/settle.py);
 - a reconciling scan at start and every ``rescan_seconds``, walked a slice at a time between events: it finds
   what arrived while the watcher was down, what an event overflow lost, and everything on file systems without
   events (NFS, bind mounts);
@@ -38,15 +38,8 @@ from watchdog.events import (
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MODIFIED,
     EVENT_TYPE_MOVED,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
     FileSystemEvent,
-    FileSystemEventHandler,
 )
-from watchdog.observers.inotify import InotifyObserver
 
 from tasks.names import escape, escaped_path
 from tasks.queues import BACKFILL, LIVE, queue_for
@@ -56,6 +49,7 @@ from worker.settings import Settings, WatchSettings
 from worker.watching.batcher import Batcher, Pause
 from worker.watching.dropfiles import RESERVED_DIRS, drop_key, is_candidate, walk
 from worker.watching.enqueue import Enqueuer
+from worker.watching.events import observe
 from worker.watching.folders import Folders
 from worker.watching.reconcile import ORIGIN, Reconciler
 from worker.watching.settle import SettleTracker
@@ -66,16 +60,6 @@ logger = logging.getLogger(__name__)
 FINALIZE_EVERY = 0.5  # seconds between ledger polls for finished drops
 SCAN_SLICE = 500  # directory entries walked per loop turn, so events are never held up by a long scan
 BEHIND_DEPTH = 4  # messages waiting in the queue that mean "behind" (a chain's next stage waits there briefly)
-
-
-class _Queue(FileSystemEventHandler):
-    """watchdog's thread hands events to the loop's thread."""
-
-    def __init__(self, events: queue.Queue[FileSystemEvent]) -> None:
-        self.events = events
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        self.events.put(event)
 
 
 class DropWatcher:
@@ -115,11 +99,8 @@ class DropWatcher:
 
     def run(self) -> None:
         self.app.set_current()  # Celery's current app is per thread: the tasks' signatures must find ours
-        observer = InotifyObserver(timeout=0.1, generate_full_events=True)  # full: a move in from outside is a move
-        observer.schedule(_Queue(self.events), str(self.root), recursive=self.cfg.recursive, follow_symlink=False,
-                          event_filter=[FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileClosedEvent,
-                                        FileDeletedEvent])
-        observer.start()  # events first, then the scan: nothing can fall between them
+        observer = observe(self.root, self.cfg.recursive, self.events)  # events first, then the scan: nothing
+        # can fall between them
         logger.info("watching %s (settle %.2f s, rescan every %.0f s, after: %s)", self.root,
                     self.cfg.settle_seconds, self.cfg.rescan_seconds, self.cfg.after)
         try:
