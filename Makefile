@@ -24,5 +24,7 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two test processes: the slow tests mostly wait (an outage held for 30 s, a visibility timeout), so two share the
+# machine's cores well; each claims its own Redis db, PostgreSQL databases and RabbitMQ vhost (tests/conftest.py).
 test: lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2

@@ -3,7 +3,8 @@
 - PostgreSQL: a fresh database per session (``fwtest_<random>``), dropped at the end.
 - Redis: a database number claimed for this session with SET NX on db 0 (so concurrent test runs on one
   machine never share one), flushed before and after.
-Both services must be up: .ci/run starts them; a test never skips because one is down.
+Both services must be up: .ci/run starts them; a test never skips because one is down. `make test` runs two pytest
+processes (pytest-xdist): each is a session of its own, so each claims its own database number and databases.
 """
 
 from __future__ import annotations
