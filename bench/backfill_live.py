@@ -19,6 +19,7 @@ serves the live queue beside the backfill's).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import subprocess
@@ -68,6 +69,34 @@ def queued_times(store_url: str) -> dict[str, float]:
     return {name: at.timestamp() for name, at in rows}
 
 
+HOPS = ("queued", "parse", "verify", "publish", "record")
+
+
+def hop_times(store_url: str, names: set[str]) -> dict[str, list[float]]:
+    """For the drops of ``names``: seconds between the moments their batch reached each stage (the delivery
+    count's first stamp, tasks/store/deliveries.py), from queued to the record's commit, by hop."""
+    import psycopg
+
+    with psycopg.connect(conninfo(store_url)) as conn:
+        drops = {key: (q.timestamp(), f.timestamp()) for key, name, q, f in conn.execute(
+            "SELECT key, name, queued_at, finished_at FROM drops WHERE state = 'published'") if name in names}
+        stages: dict[str, dict[str, float]] = {}
+        batch_of: dict[str, str] = {}
+        for batch, stage, first, keys in conn.execute(
+                "SELECT batch_id, stage, first_at, drop_keys FROM deliveries"):
+            stages.setdefault(batch, {})[stage] = first.timestamp()
+            for key in (keys or "").split() if stage == "parse" else ():
+                batch_of[key] = batch
+    out: dict[str, list[float]] = {f"{a} -> {b}": [] for a, b in itertools.pairwise(HOPS)}
+    for key, (queued, finished) in drops.items():
+        at = stages.get(batch_of.get(key, ""), {})
+        times = [queued, at.get("parse"), at.get("verify"), at.get("publish"), finished]
+        for (a, b), (t0, t1) in zip(itertools.pairwise(HOPS), itertools.pairwise(times), strict=True):
+            if t0 is not None and t1 is not None:
+                out[f"{a} -> {b}"].append(t1 - t0)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backfill", type=int, default=20_000)
@@ -108,13 +137,14 @@ def main() -> None:
             while time.monotonic() < deadline and len(finished_names(store_url) & set(dropped)) < len(dropped):
                 time.sleep(0.5)
         finally:
-            stop_process(run, timeout=60)
+            stop_process(run, timeout=90)
         records, queued = record_times(store_url), queued_times(store_url)
         latencies = [records[name] - at for name, at in dropped.items() if name in records]
         watcher = [queued[name] - at for name, at in dropped.items() if name in records and name in queued]
         workers = [records[name] - queued[name] for name in dropped if name in records and name in queued]
         last = max((records[n] for n in dropped if n in records), default=time.time())
         progress = finished_between(store_url, {p.name for p in backfill.iterdir()}, first, last)
+        hops = hop_times(store_url, set(dropped))
     p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     print(f"live: {len(latencies)} of {len(dropped)} drops wrote a record (the rest: duplicates, refusals): "
           f"drop-to-record p50 {p50:.0f} ms, "
@@ -122,6 +152,9 @@ def main() -> None:
     print("  of which: watcher (rename to queued) p50 {:.0f} ms, p99 {:.0f} ms; workers (queued to record) "
           "p50 {:.0f} ms, p99 {:.0f} ms".format(*(1000 * percentile(x, q) for x in (watcher, workers)
                                                   for q in (0.5, 0.99))))
+    print("  by hop (a stage's start is its delivery count's stamp): " + "; ".join(
+        f"{hop} p50 {1000 * percentile(x, 0.5):.0f} ms, p99 {1000 * percentile(x, 0.99):.0f} ms"
+        for hop, x in hops.items()))
     print(f"backfill meanwhile: {progress:,} drops finished in {last - first:.1f} s "
           f"({progress / max(last - first, 1e-9):,.0f} files/s)")
     print(f"figure: live beside a {args.backfill:,}-file backfill: p50 {p50:.0f} ms, p99 {p99:.0f} ms; "
