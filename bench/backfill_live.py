@@ -72,14 +72,16 @@ def queued_times(store_url: str) -> dict[str, float]:
 HOPS = ("queued", "parse", "verify", "publish", "record")
 
 
-def hop_times(store_url: str, names: set[str]) -> dict[str, list[float]]:
-    """For the drops of ``names``: seconds between the moments their batch reached each stage (the delivery
-    count's first stamp, tasks/store/deliveries.py), from queued to the record's commit, by hop."""
+def hop_times(store_url: str, names: set[str], queued: dict[str, float],
+              records: dict[str, float]) -> dict[str, list[float]]:
+    """For the drops of ``names`` that wrote a record: seconds between the moments their batch reached each stage
+    (the delivery count's first stamp, tasks/store/deliveries.py), from ``queued`` to the record's commit
+    (``records``), by hop."""
     import psycopg
 
     with psycopg.connect(conninfo(store_url)) as conn:
-        drops = {key: (q.timestamp(), f.timestamp()) for key, name, q, f in conn.execute(
-            "SELECT key, name, queued_at, finished_at FROM drops WHERE state = 'published'") if name in names}
+        drops = {key: (queued[name], records[name]) for key, name in conn.execute("SELECT key, name FROM drops")
+                 if name in names and name in queued and name in records}
         stages: dict[str, dict[str, float]] = {}
         batch_of: dict[str, str] = {}
         for batch, stage, first, keys in conn.execute(
@@ -88,9 +90,9 @@ def hop_times(store_url: str, names: set[str]) -> dict[str, list[float]]:
             for key in (keys or "").split() if stage == "parse" else ():
                 batch_of[key] = batch
     out: dict[str, list[float]] = {f"{a} -> {b}": [] for a, b in itertools.pairwise(HOPS)}
-    for key, (queued, finished) in drops.items():
+    for key, (queued_at, recorded_at) in drops.items():
         at = stages.get(batch_of.get(key, ""), {})
-        times = [queued, at.get("parse"), at.get("verify"), at.get("publish"), finished]
+        times = [queued_at, at.get("parse"), at.get("verify"), at.get("publish"), recorded_at]
         for (a, b), (t0, t1) in zip(itertools.pairwise(HOPS), itertools.pairwise(times), strict=True):
             if t0 is not None and t1 is not None:
                 out[f"{a} -> {b}"].append(t1 - t0)
@@ -144,7 +146,7 @@ def main() -> None:
         workers = [records[name] - queued[name] for name in dropped if name in records and name in queued]
         last = max((records[n] for n in dropped if n in records), default=time.time())
         progress = finished_between(store_url, {p.name for p in backfill.iterdir()}, first, last)
-        hops = hop_times(store_url, set(dropped))
+        hops = hop_times(store_url, set(dropped), queued, records)
     p50, p99 = percentile(latencies, 0.5) * 1000, percentile(latencies, 0.99) * 1000
     print(f"live: {len(latencies)} of {len(dropped)} drops wrote a record (the rest: duplicates, refusals): "
           f"drop-to-record p50 {p50:.0f} ms, "
