@@ -60,8 +60,12 @@ def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path, 
         # The first outcome, then the cut at once: outcomes can land many at a time (a trigger at 6 done once
         # found all 44 done, with the publishes queued behind the parses), so the earliest sign is the one to
         # take. One connection, polled every 10 ms.
-        with create_engine(direct).connect() as conn:
-            wait_for(lambda: _finished_now(conn) >= 1, 60, interval=0.01)
+        engine = create_engine(direct)
+        try:
+            with engine.connect() as conn:
+                wait_for(lambda: _finished_now(conn) >= 1, 60, interval=0.01)
+        finally:
+            engine.dispose()
         proxy.cut()  # PostgreSQL is gone for everyone: workers, ingest --wait
         cut_at = _finished(direct)
         time.sleep(OUTAGE)
@@ -81,7 +85,12 @@ def test_postgres_down_30s_mid_run_loses_and_duplicates_nothing(tmp_path: Path, 
 
 
 def _finished(store: str) -> int:
-    return sum(1 for d in ledger(store) if d["state"] != "queued")
+    engine = create_engine(store)
+    try:
+        with engine.connect() as conn:
+            return _finished_now(conn)
+    finally:
+        engine.dispose()
 
 
 def _finished_now(conn: Connection) -> int:
