@@ -22,10 +22,11 @@ LIVE_QUEUE = "feedworker.live"  # every stage of a live drop: served first
 VERIFY_QUEUE = "feedworker.verify"  # a backfill's image checks: waiting work
 PUBLISH_QUEUE = "feedworker.publish"  # a backfill's publish: a started batch is not held behind new parses
 STAGE_QUEUES = (QUEUE, LIVE_QUEUE, VERIFY_QUEUE, PUBLISH_QUEUE)
+_BACKFILL_QUEUES = {"verify": VERIFY_QUEUE, "publish": PUBLISH_QUEUE}  # parse: QUEUE
 
 
 def queue_for(stage: str, lane: str) -> str:
     """The queue ``stage`` (parse | verify | publish) of a batch in ``lane`` is sent to."""
     if lane == LIVE:
         return LIVE_QUEUE
-    return {"verify": VERIFY_QUEUE, "publish": PUBLISH_QUEUE}.get(stage, QUEUE)
+    return _BACKFILL_QUEUES.get(stage, QUEUE)
