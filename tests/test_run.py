@@ -145,6 +145,7 @@ def test_run_starts_a_worker_per_role_and_each_serves_its_queues(tmp_path: Path,
     env = user_env()
     with feedworker_run(tmp_path, env, "-c", "1") as run:
         wait_for(lambda: len(_nodes(tmp_path, env)) == 3, 60)
+        priorities = _priorities(tmp_path, env)
         drop_all(live_src, tmp_path / "drops")
         feedworker(env, "ingest", str(tmp_path / "backfill"), cwd=tmp_path)
         total = 3 + len(list((tmp_path / "backfill").iterdir()))
@@ -158,6 +159,28 @@ def test_run_starts_a_worker_per_role_and_each_serves_its_queues(tmp_path: Path,
                        "feedworker": {"feedworker.parse", "feedworker.publish"}}, totals
     titles = {r["title"] for r in export(tmp_path) if not r["stub"]}
     assert titles == set(ans.titles) | {"Live 0", "Live 1", "Live 2"}
+    # The backfill's workers yield the CPU to the live one: niced, and where the kernel shares the CPU between
+    # sessions first (autogroups), their sessions' groups niced too (worker/running/children.py).
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    assert {role: nice for role, (nice, _) in priorities.items()} == {"live": mine, "verify": mine + 10,
+                                                                     "feedworker": mine + 10}, priorities
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    if enabled.exists() and enabled.read_text().strip() == "1":
+        assert {role: group for role, (_, group) in priorities.items()} == {"live": 0, "verify": 10,
+                                                                            "feedworker": 10}, priorities
+
+
+def _priorities(cwd: Path, env: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Each worker role's main process: its niceness and its session's autogroup niceness (0 without one)."""
+    res = subprocess.run([str(BIN / "celery"), "-A", "worker", "inspect", "stats", "--json", "--timeout", "2"],
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=True)
+    out: dict[str, tuple[int, int]] = {}
+    for node, stats in json.loads(res.stdout).items():
+        pid = int(stats["pid"])
+        group = Path(f"/proc/{pid}/autogroup")
+        out[node.split("-")[0]] = (os.getpriority(os.PRIO_PROCESS, pid),
+                                   int(group.read_text().split()[-1]) if group.exists() else 0)
+    return out
 
 
 def _nodes(cwd: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
