@@ -156,8 +156,13 @@ def code_tree(rev: str) -> Path:
 
 def bench_env(broker_url: str, store_url: str, code: Path | None = None, **more: str) -> dict[str, str]:
     """The environment of the commands a benchmark starts: no stray FEEDWORKER_* from the caller; ``code``: a
-    folder whose ``tasks`` and ``worker`` packages replace the working tree's (see :func:`code_tree`)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FEEDWORKER_", "PROMETHEUS_"))}
+    folder whose ``tasks`` and ``worker`` packages replace the working tree's (see :func:`code_tree`).
+
+    Bytecode is cached (no ``PYTHONDONTWRITEBYTECODE``), as in any installed copy (pip and the Dockerfile compile
+    it): otherwise every command would compile feedworker's modules again as it starts, ~0.5 s of the ingester's
+    CPU in a 3,000-file run, a cost no deployment pays."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("FEEDWORKER_", "PROMETHEUS_")) and k != "PYTHONDONTWRITEBYTECODE"}
     env.update({"FEEDWORKER_BROKER_URL": broker_url, "FEEDWORKER_STORE_URL": store_url,
                 "FEEDWORKER_IMAGES__ALLOW_NETWORKS": '["127.0.0.1/32"]',
                 "FEEDWORKER_IMAGES__ALLOW_PORTS": '["1-65535"]',
