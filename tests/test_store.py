@@ -5,12 +5,15 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
 from tasks.link.records import Normalized, normalize
 from tasks.parse.models import Item
 from tasks.pipeline import Batch
 from tasks.shapes import Drop, Failure, Outcome
 from tasks.store.ledger import Store
-from tasks.store.migrate import is_current, upgrade
+from tasks.store.migrate import HEAD, MIGRATIONS, current_revision, is_current, upgrade
 
 SECURED = ("P9C+Wo7uXjFqUO/1D/5pBdIuOrSRbxkhLNxWqOpk1cSml5z2DKS1KZxUh3kZiRHK4qC98Q1avEKp2OCMg4HV3/7e=="
            ";JtQtSI/GKvSP0uK3eEHwlA==")
@@ -42,6 +45,10 @@ def records(store: Store) -> dict[str, dict[str, Any]]:
 
 
 def test_migrations_reach_head_and_are_idempotent(store: Store) -> None:
+    assert ScriptDirectory(str(MIGRATIONS)).get_current_head() == HEAD  # a new migration moves HEAD too
+    with store.engine.connect() as conn:
+        alembics = MigrationContext.configure(conn).get_current_revision()
+    assert alembics == current_revision(store) == HEAD
     assert is_current(store)
     upgrade(store)  # a second run changes nothing
     assert is_current(store)
