@@ -31,8 +31,20 @@ logger = logging.getLogger(__name__)
 
 MAX_QUEUE_BATCHES = 200  # back pressure: about 20,000 drops waiting at the default batch size
 # What a broker or store outage raises here: kombu's errors, redis-py's (a passive queue_declare is not wrapped),
-# the database driver's, and ours.
+# the database driver's, and ours; and the broker transport's own (outage_errors).
 OUTAGE_ERRORS = (KombuError, redis.RedisError, DBAPIError, TransientError)
+Errors = tuple[type[BaseException], ...]
+
+
+def outage_errors(app: Celery) -> Errors:
+    """OUTAGE_ERRORS and the connection and channel errors of ``app``'s broker transport. kombu wraps errors of
+    connecting, not those of a connection that breaks later: py-amqp raises a bare OSError ("Server unexpectedly
+    closed connection") when RabbitMQ goes away as a channel opens on a connection it had accepted."""
+    conn: Any = app.connection_for_write()  # no connection is made: the transport's error classes only
+    try:
+        return (*OUTAGE_ERRORS, *conn.connection_errors, *conn.channel_errors)
+    finally:
+        conn.release()
 
 
 def files_of(paths: Sequence[Path], recursive: bool) -> Iterator[Path]:
@@ -52,6 +64,7 @@ def ingest(app: Celery, settings: Settings, store: Store, paths: Sequence[Path],
     run_id = uuid.uuid4().hex
     enq = Enqueuer(app, store, settings.parse, run_id, "ingest", scope=f"ingest:{run_id}",
                    max_queue_batches=MAX_QUEUE_BATCHES, batch_max=settings.watch.batch_max)
+    errors = outage_errors(app)
     progress = _progress(show_progress)
     with progress or nullcontext():
         task = progress.add_task("enqueue", total=None) if progress else None
@@ -59,17 +72,17 @@ def ingest(app: Celery, settings: Settings, store: Store, paths: Sequence[Path],
         for path in files_of(paths, settings.watch.recursive):
             batch.append(path)
             if len(batch) >= settings.watch.batch_max:
-                _submit(enq, batch)
+                _submit(enq, batch, errors)
                 batch = []
                 _advance(progress, task, enq.sent)
-        _submit(enq, batch)
+        _submit(enq, batch, errors)
         _advance(progress, task, enq.sent)
         if wait:
-            return _wait(store, enq, settings, progress)
+            return _wait(store, enq, settings, progress, errors)
     return {"enqueued": enq.sent}
 
 
-def _submit(enq: Enqueuer, batch: list[Path]) -> None:
+def _submit(enq: Enqueuer, batch: list[Path], errors: Errors) -> None:
     """Send one batch, waiting out a broker or store outage (said once, then a line every 10 tries): the drops
     already registered are sent when the broker is back, none twice (Enqueuer.unsent)."""
     tries = 0
@@ -77,14 +90,15 @@ def _submit(enq: Enqueuer, batch: list[Path]) -> None:
         try:
             enq.submit(batch)
             return
-        except OUTAGE_ERRORS as exc:
+        except errors as exc:
             if tries % 10 == 0:
                 logger.warning("broker or store unreachable (%s); retrying every second", _first_line(exc))
             tries += 1
             time.sleep(1.0)
 
 
-def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | None) -> dict[str, int]:
+def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | None, errors: Errors
+          ) -> dict[str, int]:
     """Poll the ledger until this run has no queued drop, sending lost ones again. A broker or store outage
     meanwhile is waited out (logged), not fatal: the drops are in the ledger, and this loop is what resends them."""
     task = progress.add_task("finish", total=enq.sent) if progress else None
@@ -107,7 +121,7 @@ def _wait(store: Store, enq: Enqueuer, settings: Settings, progress: Progress | 
         if time.monotonic() - last_requeue > settings.watch.requeue_after_seconds:
             try:
                 enq.requeue_stale(settings.watch.requeue_after_seconds)  # a task lost with its broker
-            except OUTAGE_ERRORS as exc:
+            except errors as exc:
                 logger.warning("could not send lost drops again (%s); trying again in %.0f s", _first_line(exc),
                                settings.watch.requeue_after_seconds)
             last_requeue = time.monotonic()
