@@ -78,3 +78,14 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.2) -> Any:
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met in {timeout} s")
+
+
+def autogroups_on() -> bool:
+    """Does this kernel share the CPU between sessions first (autogroups, worker/running/children.py)?"""
+    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
+    return Path("/proc/self/autogroup").exists() and enabled.exists() and enabled.read_text().strip() == "1"
+
+
+def group_nice(text: str) -> int:
+    """The niceness in a /proc/PID/autogroup line ("/autogroup-85 nice 0")."""
+    return int(text.split()[-1])

@@ -9,19 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import autogroups_on, group_nice
 from worker.running.children import bound_to_parent
 
 AUTOGROUP = Path("/proc/self/autogroup")
 SHOW = [sys.executable, "-c", "import os; print(os.nice(0)); print(open('/proc/self/autogroup').read())"]
 
 needs_autogroups = pytest.mark.skipif(
-    not AUTOGROUP.exists() or Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1",
-    reason="this kernel does not group processes by session: niceness alone already orders them")
-
-
-def group_nice(text: str) -> int:
-    """The niceness in a /proc/PID/autogroup line ("/autogroup-85 nice 0")."""
-    return int(text.split()[-1])
+    not autogroups_on(), reason="this kernel does not group processes by session: niceness alone already orders them")
 
 
 @needs_autogroups

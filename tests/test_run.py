@@ -24,7 +24,7 @@ from werkzeug import Request, Response
 
 from tests.corpus import write_corpus
 from tests.imagehost import png, serve_images
-from tests.processes import BIN, feedworker, wait_for, wait_started
+from tests.processes import BIN, autogroups_on, feedworker, group_nice, wait_for, wait_started
 from tools.procs import stop_process
 from worker.running.broker import ping
 
@@ -164,32 +164,35 @@ def test_run_starts_a_worker_per_role_and_each_serves_its_queues(tmp_path: Path,
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert {role: nice for role, (nice, _) in priorities.items()} == {"live": mine, "verify": mine + 10,
                                                                      "feedworker": mine + 10}, priorities
-    enabled = Path("/proc/sys/kernel/sched_autogroup_enabled")
-    if enabled.exists() and enabled.read_text().strip() == "1":
+    if autogroups_on():
         assert {role: group for role, (_, group) in priorities.items()} == {"live": 0, "verify": 10,
                                                                             "feedworker": 10}, priorities
 
 
 def _priorities(cwd: Path, env: dict[str, str]) -> dict[str, tuple[int, int]]:
     """Each worker role's main process: its niceness and its session's autogroup niceness (0 without one)."""
-    res = subprocess.run([str(BIN / "celery"), "-A", "worker", "inspect", "stats", "--json", "--timeout", "2"],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=60, check=True)
     out: dict[str, tuple[int, int]] = {}
-    for node, stats in json.loads(res.stdout).items():
+    for node, stats in _stats(cwd, env).items():
         pid = int(stats["pid"])
         group = Path(f"/proc/{pid}/autogroup")
         out[node.split("-")[0]] = (os.getpriority(os.PRIO_PROCESS, pid),
-                                   int(group.read_text().split()[-1]) if group.exists() else 0)
+                                   group_nice(group.read_text()) if group.exists() else 0)
     return out
 
 
 def _nodes(cwd: Path, env: dict[str, str]) -> dict[str, dict[str, int]]:
-    """Each worker node that answers, with the tasks it has run (``celery inspect stats``, as an operator asks)."""
+    """Each worker node that answers, with the tasks it has run."""
+    return {node: dict(stats.get("total", {})) for node, stats in _stats(cwd, env).items()}
+
+
+def _stats(cwd: Path, env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """``celery inspect stats`` of each worker node that answers, as an operator asks ({} when none does)."""
     res = subprocess.run([str(BIN / "celery"), "-A", "worker", "inspect", "stats", "--json", "--timeout", "2"],
                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
     if res.returncode != 0:
         return {}
-    return {node: dict(stats.get("total", {})) for node, stats in json.loads(res.stdout).items()}
+    stats: dict[str, dict[str, Any]] = json.loads(res.stdout)
+    return stats
 
 
 def test_sigterm_in_the_middle_of_work_loses_nothing(tmp_path: Path, httpserver: HTTPServer) -> None:
