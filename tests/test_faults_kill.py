@@ -18,11 +18,14 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import time
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
+import redis
 
 from tasks.queues import VERIFY_QUEUE
 from tests.changecheck import check_changes, read_changes
@@ -46,6 +49,7 @@ from tests.faults import (
     pong,
 )
 from tests.processes import celery_worker, export, feedworker, wait_for
+from worker.celeryapp.celery_app import RESTORE_LOCK_SECONDS
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +97,31 @@ def test_sigkill_mid_batch_loses_and_duplicates_nothing(tmp_path: Path, kind: st
     assert {d["name"] for d in drops if d["state"] == "failed"} == set(ans.refused)
     check_changes(changes, records)  # the change log: no version logged twice or lost by the killed publishes
 
+
+
+def test_a_worker_killed_in_its_restore_sweep_stalls_the_sweeps_briefly(redis_url: str) -> None:
+    """kombu's restore sweep runs under a lock in Redis, held a few ms every 5 s. A worker SIGKILLed while it holds
+    it leaves the lock to expire by itself, and no worker's sweep runs till then: RESTORE_LOCK_SECONDS, not
+    kombu's 300 s. The lock is taken here as the sweep takes it, with the app's own channel."""
+    code = (
+        "import os, signal\n"
+        "from kombu.transport.redis import Mutex\n"
+        "from worker.celeryapp.celery_app import make_app\n"
+        "from worker.settings import Settings\n"
+        f"app = make_app(Settings(broker_url={redis_url!r}))\n"
+        "with app.connection_for_write() as conn:\n"
+        "    ch = conn.default_channel\n"
+        "    with Mutex(ch.client, ch.unacked_mutex_key, ch.unacked_mutex_expire):\n"
+        "        os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        died = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent.parent, timeout=60,
+                              capture_output=True, text=True)
+        assert died.returncode == -signal.SIGKILL, died.stderr[-2000:]
+        assert 0 < client.pttl("unacked_mutex") <= RESTORE_LOCK_SECONDS * 1000
+    finally:
+        client.delete("unacked_mutex")
 
 def test_sigkill_of_a_verify_worker_on_the_threads_pool_loses_and_duplicates_nothing(tmp_path: Path) -> None:
     """The layout `feedworker run` starts: a general worker for a backfill's parse and publish, and a verify

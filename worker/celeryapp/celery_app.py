@@ -30,6 +30,7 @@ from worker.observing.probes import is_amqp
 from worker.settings import Settings, broker_url, get_settings
 
 logger = logging.getLogger(__name__)
+RESTORE_LOCK_SECONDS = 15  # kombu's restore sweep lock expires after this (docs/celery.md)
 
 
 def make_app(settings: Settings) -> Celery:
@@ -46,6 +47,9 @@ def make_app(settings: Settings) -> Celery:
             "visibility_timeout": settings.visibility_timeout,
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
+            # the sweep's lock: a worker killed while it holds it (ms every 5 s) stops every sweep until it
+            # expires, 300 s by kombu's default. Two sweeps at once are safe (each restore is a WATCH transaction).
+            "unacked_mutex_expire": RESTORE_LOCK_SECONDS,
         },
         task_serializer=codec.NAME,  # orjson: ~4x kombu's json on a batch (worker/celeryapp/codec.py)
         accept_content=["json", codec.CONTENT_TYPE],  # json: messages sent before the codec existed
