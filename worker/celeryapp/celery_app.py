@@ -201,6 +201,15 @@ def _migrate_before_fork(**_: Any) -> None:
     import worker.celeryapp.resources  # noqa: F401
 
 
+@signals.worker_init.connect
+def _settle_before_fork(**_: Any) -> None:
+    """The start-up heap out of the collector's walks, in this process and in every pool child it forks (heap.py).
+    Connected last of the worker_init receivers: what they import is part of it."""
+    from worker.celeryapp.heap import settle
+
+    settle()
+
+
 @signals.worker_process_init.connect
 def _warm_child(**_: Any) -> None:
     """Build the child's store engine and image checker before its first task arrives."""

@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from tasks.errors import TransientError
 from tasks.shapes import OUTCOMES
 from tasks.store.ledger import Store
+from worker.celeryapp import heap
 from worker.settings import Settings
 from worker.watching.dropfiles import is_candidate, walk
 from worker.watching.enqueue import Enqueuer
@@ -66,6 +67,7 @@ def ingest(app: Celery, settings: Settings, store: Store, paths: Sequence[Path],
                    max_queue_batches=MAX_QUEUE_BATCHES, batch_max=settings.watch.batch_max)
     errors = outage_errors(app)
     progress = _progress(show_progress)
+    heap.settle()  # the imports are done (worker/celeryapp/heap.py)
     with progress or nullcontext():
         task = progress.add_task("enqueue", total=None) if progress else None
         batch: list[Path] = []

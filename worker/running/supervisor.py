@@ -37,6 +37,7 @@ from typing import IO, Any
 from tasks.private import private_dir, private_file
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
+from worker.celeryapp import heap
 from worker.running.broker import EmbeddedBroker, ping
 from worker.running.children import bound_to_parent
 from worker.running.roles import argv, roles
@@ -323,6 +324,7 @@ def run_main(settings: Settings, drop_dir: Path, flower: bool = False, concurren
     signal.signal(signal.SIGINT, sup.on_signal)
     try:
         sup.start()
+        heap.settle()  # the imports are done, the watcher made (worker/celeryapp/heap.py)
         sup.supervise()
     finally:
         sup.shutdown()

@@ -10,6 +10,7 @@ from types import FrameType
 
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
+from worker.celeryapp import heap
 from worker.observing.metricserver import serve
 from worker.settings import Settings, broker_url
 from worker.watching.watcher import DropWatcher
@@ -38,6 +39,7 @@ def watch_main(settings: Settings, drop_dir: Path) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    heap.settle()  # the imports are done (worker/celeryapp/heap.py)
     try:
         watcher.run()
     finally:
