@@ -57,6 +57,16 @@ def wait_started(proc: subprocess.Popen[Any], up: Callable[[], bool], log: Path,
     assert proc.poll() is None, log.read_text()[-tail:]
 
 
+def watch_process(env: dict[str, str], folder: Path, log: Path | None = None) -> subprocess.Popen[bytes]:
+    """`feedworker watch FOLDER` started as a user would, its output appended to ``log`` (None: discarded).
+    The caller stops it (SIGTERM, or a kill when the test is about that)."""
+    if log is None:
+        return subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(log, "ab") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env, stdout=out, stderr=out)
+
+
 def feedworker(env: dict[str, str], *args: str, timeout: float = 120, check: bool = True,
                cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     res = subprocess.run([str(BIN / "feedworker"), *args], env=env, capture_output=True, text=True,

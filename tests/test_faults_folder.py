@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
 from tests.faults import check_answers, fault_env, image_host, ledger, private_redis
-from tests.processes import BIN, celery_worker, export, feedworker, wait_for
+from tests.processes import celery_worker, export, feedworker, wait_for, watch_process
 
 pytestmark = [
     pytest.mark.slow,
@@ -37,9 +37,7 @@ def watching(tmp_path: Path, drops: Path, settings: dict[str, str] | None = None
         env = fault_env(broker.url(), store, settings or {})
         feedworker(env, "migrate")
         stack.enter_context(celery_worker(env, tmp_path, "w1"))
-        log = open(tmp_path / "watch.log", "ab")  # noqa: SIM115 (the child keeps it)
-        watcher = subprocess.Popen([str(BIN / "feedworker"), "watch", str(drops)], env=env, stdout=log, stderr=log)
-        log.close()
+        watcher = watch_process(env, drops, tmp_path / "watch.log")
         try:
             yield store, env, watcher
         finally:

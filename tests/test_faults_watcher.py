@@ -16,7 +16,7 @@ import pytest
 from tests.conftest import fresh_pg_database
 from tests.corpus import write_corpus
 from tests.faults import check_answers, check_consistent, fault_env, ledger, private_redis, redis_pg_images
-from tests.processes import BIN, celery_worker, export, feedworker, wait_for
+from tests.processes import celery_worker, export, feedworker, wait_for, watch_process
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +31,6 @@ BACKLOG = 300
 LATE = 20  # dropped while the watcher is down
 
 
-def _watch(env: dict[str, str], folder: Path, log: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 (the child keeps it)
-    proc = subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env, stdout=out, stderr=out)
-    out.close()
-    return proc
-
-
 def test_watcher_killed_mid_backlog_and_restarted(tmp_path: Path) -> None:
     drops = tmp_path / "drops"
     with ExitStack() as stack:
@@ -46,7 +39,7 @@ def test_watcher_killed_mid_backlog_and_restarted(tmp_path: Path) -> None:
         env = fault_env(broker.url(), store, SETTINGS)
         feedworker(env, "migrate")
         stack.enter_context(celery_worker(env, tmp_path, "w1"))
-        watcher = _watch(env, drops, tmp_path / "watch.log")
+        watcher = watch_process(env, drops, tmp_path / "watch.log")
         stack.callback(_kill, watcher)  # a failed test leaves no watcher behind
         registered = wait_for(lambda: (n := len(ledger(store))) >= BACKLOG // 5 and n, 60, interval=0.02)
         watcher.send_signal(signal.SIGKILL)
@@ -54,7 +47,7 @@ def test_watcher_killed_mid_backlog_and_restarted(tmp_path: Path) -> None:
         at_kill = len(ledger(store))
         for i in range(LATE):
             (drops / f"late_{i}.txt").write_text(f"---\ntitle: Late {i}\nwebUrl: https://late.test/{i}\n---\n")
-        watcher = _watch(env, drops, tmp_path / "watch.log")
+        watcher = watch_process(env, drops, tmp_path / "watch.log")
         try:
             wait_for(lambda: _settled(drops, store, BACKLOG + LATE), 90)
         finally:
@@ -101,7 +94,7 @@ def test_watcher_takes_drops_made_while_redis_is_down(tmp_path: Path) -> None:
         env = fault_env(broker.url(), store, SETTINGS)
         feedworker(env, "migrate")
         worker = stack.enter_context(celery_worker(env, tmp_path, "w1"))
-        watcher = _watch(env, drops, tmp_path / "watch.log")
+        watcher = watch_process(env, drops, tmp_path / "watch.log")
         try:
             for i in range(30):
                 if i == 10:

@@ -15,20 +15,19 @@ import pytest
 
 from tests.conftest import fresh_pg_database
 from tests.faults import fault_env, private_redis
-from tests.processes import BIN, celery_worker, feedworker, wait_for
+from tests.processes import celery_worker, feedworker, wait_for, watch_process
 
 pytestmark = pytest.mark.slow
 
 
 @contextmanager
 def watcher(env: dict[str, str], folder: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log, "ab") as out:
-        proc = subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env, stdout=out, stderr=out)
-        try:
-            yield proc
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(30)
+    proc = watch_process(env, folder, log)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
 
 
 def trace(env: dict[str, str], what: str) -> Any:

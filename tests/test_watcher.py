@@ -30,7 +30,7 @@ from tasks.queues import LIVE_QUEUE, QUEUE, STAGE_QUEUES
 from tasks.store.ledger import Store
 from tasks.store.migrate import upgrade
 from tasks.store.schema import drops
-from tests.processes import BIN, celery_worker, env_for, export, feedworker, wait_for
+from tests.processes import BIN, celery_worker, env_for, export, feedworker, wait_for, watch_process
 from worker.celeryapp.celery_app import make_app
 from worker.settings import Settings, WatchSettings
 from worker.watching.batcher import Batch, Batcher
@@ -393,8 +393,7 @@ def test_watcher_killed_and_restarted_mid_stream_misses_nothing(tmp_path: Path, 
                   FEEDWORKER_WATCH__REQUEUE_AFTER_SECONDS="3")
 
     def watch() -> subprocess.Popen[bytes]:
-        return subprocess.Popen([str(BIN / "feedworker"), "watch", str(folder)], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return watch_process(env, folder)
 
     def stream() -> None:
         for i in range(60):
