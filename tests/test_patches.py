@@ -21,7 +21,7 @@ from kombu.connection import Connection
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
 
-from worker.celeryapp.patches import envelope, kombufix, softlimit
+from worker.celeryapp.patches import envelope, kombufix, poolstop, softlimit
 
 CHANNEL: Any = kombu_redis.Channel  # kombu's private parts are what the patch is about: untyped
 TRANSPORT: Any = kombu_redis
@@ -171,3 +171,21 @@ def test_envelope_applies_only_to_the_kombu_it_was_written_for(monkeypatch: pyte
         assert not envelope.apply()
     assert TRANSPORT.dumps is KOMBU_JSON.dumps
     assert "not applied: written for kombu 5.7.x, found 6.0.1" in caplog.text
+
+
+def test_poolstop_applies_only_to_the_celery_it_was_written_for(monkeypatch: pytest.MonkeyPatch,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from celery.concurrency import asynpool
+
+    assert poolstop.applies_to("5.7.0") and not poolstop.applies_to("5.8.0")
+    assert poolstop.apply()
+    wrapped = asynpool.AsynPool.flush
+    assert getattr(wrapped, "_feedworker_poolstop", False)
+    assert poolstop.apply() and asynpool.AsynPool.flush is wrapped  # idempotent: never a wrapper of a wrapper
+    fresh: Any = type("AsynPool", (), {"flush": lambda self: None, "_stop_task_handler": staticmethod(lambda h: None)})
+    monkeypatch.setattr(asynpool, "AsynPool", fresh)
+    monkeypatch.setattr(poolstop, "version", lambda _name: "6.0.1")
+    with caplog.at_level(logging.WARNING, logger="worker.celeryapp.patches.poolstop"):
+        assert not poolstop.apply()
+    assert not getattr(fresh.flush, "_feedworker_poolstop", False)
+    assert "not applied: written for celery 5.7.x, found 6.0.1" in caplog.text

@@ -23,7 +23,7 @@ from kombu.entity import Exchange, Queue
 from tasks import stages
 from tasks.queues import STAGE_QUEUES
 from worker.celeryapp import codec
-from worker.celeryapp.patches import envelope, kombufix, softlimit
+from worker.celeryapp.patches import envelope, kombufix, poolstop, softlimit
 from worker.celeryapp.runtime import WorkerRuntime
 from worker.celeryapp.sweep import LostSweep
 from worker.observing.probes import is_amqp
@@ -37,6 +37,7 @@ def make_app(settings: Settings) -> Celery:
     kombufix.apply()  # a worker must reconnect when its Redis restarts, not exit (see patches/kombufix.py)
     softlimit.install()  # ...and a late soft time limit must not kill an idle pool process (patches/softlimit.py)
     envelope.apply()  # message envelopes written with orjson: ~4 % less CPU a file (patches/envelope.py)
+    poolstop.apply()  # a warm shutdown must not hang on a job half written to a pool process (patches/poolstop.py)
     codec.register_codec()
     stages.install(WorkerRuntime())  # what the stage tasks need of this process (tasks/ never imports worker/)
     app = Celery("feedworker", include=["tasks.stages", "worker.celeryapp.webhooks"])

@@ -1,3 +1,3 @@
-"""Fixes to kombu and billiard behaviour, and kombu's Redis envelopes written with orjson: each guarded by the
-version it was written for (tests/test_patches.py).
+"""Fixes to kombu, billiard and Celery behaviour, and kombu's Redis envelopes written with orjson: each guarded by
+the version it was written for (tests/test_patches.py).
 """
