@@ -1,9 +1,12 @@
-"""A warm shutdown that finds a job half written to a pool process still ends (worker/celeryapp/patches/poolstop.py).
+"""A warm shutdown that finds a job in a pool process's pipe ends promptly, the job run once
+(worker/celeryapp/patches/poolstop.py).
 
-The worker's only pool process is stopped (SIGSTOP) while it waits for work, so the worker's write of the next
-job, a batch of ~800 KB, fills the pipe and waits for it to drain. The worker then gets SIGTERM, and the pool
-process is let go. Without the patch the pool's stop sentinel lands in the middle of the job, the process waits
-for the rest of it for ever, and the worker waits for the process: it never exits.
+The worker's only pool process is stopped (SIGSTOP) while it waits for work, and a batch is sent. Its job, with a
+600 KB drop, fills the pipe and its write waits for the pipe to drain; with a 1 KB drop it is written in full and
+waits to be read. The worker then gets SIGTERM, and the pool process is let go. Without the patch, the half-written
+job gets the pool's stop sentinel in the middle of it: the process waits for the rest for ever, and the worker for
+the process. The whole one is handed back to the broker by Celery's flush though the process runs it anyway: it
+runs twice, and the process waits 30 s for its result to be read.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).parent.parent
 
 
-def test_a_warm_shutdown_with_a_job_half_written_to_its_pool_process_still_ends(tmp_path: Path,
-                                                                                redis_url: str) -> None:
+@pytest.mark.parametrize("size", [600_000, 1_000], ids=["half-written", "written"])
+def test_a_warm_shutdown_with_a_job_in_its_pool_process_pipe_ends_and_runs_it_once(tmp_path: Path, redis_url: str,
+                                                                                   size: int) -> None:
     redis.Redis.from_url(redis_url).flushdb()
     env = env_for(redis_url, f"sqlite:///{tmp_path / 'fw.db'}")
     feedworker(env, "migrate")
     drops = tmp_path / "drops"
     drops.mkdir()
-    (drops / "big.txt").write_bytes(b"x" * 600_000)  # no front matter: refused at once once it is read
+    (drops / "big.txt").write_bytes(b"x" * size)  # no front matter: refused at once once it is read
     with open(tmp_path / "worker.log", "ab") as log:
         worker = subprocess.Popen([str(BIN / "celery"), "-A", "worker", "worker", "-c", "1", "-n", "half@%h",
                                    "--loglevel=WARNING"], env=env, cwd=ROOT, stdout=log, stderr=log)
@@ -45,7 +49,7 @@ def test_a_warm_shutdown_with_a_job_half_written_to_its_pool_process_still_ends(
         os.kill(pool_process, signal.SIGSTOP)
         feedworker(env, "ingest", str(drops))
         wait_for(lambda: _reserved(redis_url, node_name("half")), 30)
-        time.sleep(1.0)  # its write to the stopped process has filled the pipe and waits
+        time.sleep(1.0)  # its write to the stopped process has filled the pipe and waits, or is done
         worker.send_signal(signal.SIGTERM)
         time.sleep(1.0)  # the warm shutdown is under way
         os.kill(pool_process, signal.SIGCONT)

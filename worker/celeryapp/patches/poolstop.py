@@ -12,9 +12,11 @@ a busy worker); tests/test_poolstop.py makes it happen every time.
 The fix: when ``flush`` finds the pool already closing, each job write that has begun is first driven to its end
 while its process reads (it is waiting for that job), for at most ``FINISH_SECONDS``; a process that takes none of
 it meanwhile is terminated, so its task goes back to the broker (reject_on_worker_lost) instead of the worker
-hanging. A job so written runs and is acknowledged like one already running; Celery's flush then goes on as
-written for the others (it hands jobs not yet accepted back to the broker). A write not yet begun has nothing in a
-pipe: left alone.
+hanging. A job in a pipe, so finished or written in full before, then runs and is acknowledged like one already
+running: Celery's flush would hand it back to the broker as not yet accepted, though its process runs it anyway
+(so it ran twice, and the process waited 30 s in billiard for its result to be read: the other stall seen under
+load). Flush goes on as written for the rest: a job whose write has not begun is handed back, as nothing of it is
+in a pipe.
 
 Version check: written for celery 5.7's AsynPool (``flush``, ``_active_writers``, each job's ``_writer`` weakref
 and ``_write_to`` process, ``proc.inq._writer``). On another celery it is not applied, with a warning; before
@@ -36,22 +38,25 @@ FINISH_SECONDS = 10.0  # for each begun write: its process is idle and reads at 
 
 
 def finish_begun_writes(pool: Any, seconds: float = FINISH_SECONDS) -> dict[Any, Any]:
-    """Drive every job write of ``pool`` (an AsynPool) that has begun to its end; return the jobs now written in
-    full, by their key in the pool's cache."""
+    """Drive every job write of ``pool`` (an AsynPool) that has begun to its end. Return every job written in full
+    to a process that has not yet taken it up (finished now or before), by its key in the pool's cache: that
+    process will run it, whatever the pool does with the job."""
     written = {}
     for key, job in list(getattr(pool, "_cache", {}).items()):
+        proc = getattr(job, "_write_to", None)
+        if proc is None or getattr(job, "_accepted", False):
+            continue  # nothing of it in a pipe yet, or already running: flush leaves both as they should be
         ref = getattr(job, "_writer", None)
         gen = ref() if callable(ref) else None
-        proc = getattr(job, "_write_to", None)
-        if gen is None or proc is None or inspect.getgeneratorstate(gen) != inspect.GEN_SUSPENDED:
-            continue  # no write, not begun, or already done
-        if _finish(gen, proc, seconds):
-            written[key] = job
-        else:
-            logger.warning("pool process %s took none of its job for %.0f s at shutdown: terminated, its task goes "
-                           "back to the broker", proc.pid, seconds)
-            proc.terminate()
-        pool._active_writers.discard(gen)
+        if gen is not None and inspect.getgeneratorstate(gen) == inspect.GEN_SUSPENDED:  # begun, not done
+            done = _finish(gen, proc, seconds)
+            pool._active_writers.discard(gen)
+            if not done:
+                logger.warning("pool process %s took none of its job for %.0f s at shutdown: terminated, its task "
+                               "goes back to the broker", proc.pid, seconds)
+                proc.terminate()
+                continue
+        written[key] = job
     return written
 
 
@@ -95,9 +100,10 @@ def apply() -> bool:
         if self._state != CLOSE:
             original(self)
             return
-        # A warm shutdown: Celery's flush would leave begun writes half done. Finished here, those jobs are the
-        # process's now: kept out of flush's hand-back, they run and are acknowledged as any running task is (handed
-        # back, the process would run it anyway and then wait 30 s for its result to be read).
+        # A warm shutdown: Celery's flush would leave begun writes half done. Finished here, those jobs, and the
+        # ones written in full before, are their processes' now: kept out of flush's hand-back, they run and are
+        # acknowledged as a running task is (handed back, the process would run the job anyway, its message would
+        # come back to run again, and the process would wait 30 s for a result nobody reads).
         written = finish_begun_writes(self)
         for key in written:
             self._cache.pop(key, None)
