@@ -63,10 +63,11 @@ def finish_begun_writes(pool: Any, seconds: float = FINISH_SECONDS) -> dict[Any,
 def _finish(gen: Any, proc: Any, seconds: float) -> bool:
     writer = proc.inq._writer
     fd = writer if isinstance(writer, int) else writer.fileno()
+    poller = select.poll()  # not select(): a worker may hold descriptors past FD_SETSIZE
+    poller.register(fd, select.POLLOUT)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline and proc._is_alive():
-        _, writable, _ = select.select([], [fd], [], 0.2)
-        if writable:
+        if poller.poll(200):  # writable, or an error the next write reports
             try:
                 next(gen)
             except (StopIteration, OSError, EOFError):
