@@ -63,9 +63,10 @@ def test_rabbitmq_cut_off_mid_run_loses_nothing(tmp_path: Path) -> None:
         wait_for(lambda: len(ledger(store)) == total, 30)  # every drop registered (and sent) before a cut
         held = []
         for down in OUTAGES:
-            wait_for(lambda: worker.poll() is not None or active_tasks(direct, node_name("w1")), 60, interval=0.05)
+            running = wait_for(lambda: worker.poll() is not None or active_tasks(direct, node_name("w1")), 60,
+                               interval=0.05)
             assert worker.poll() is None, "the worker exited instead of reconnecting"
-            held.append(len(active_tasks(direct, node_name("w1"))))
+            held.append(len(running))  # what was running just now: asking again would take a round trip of its own
             proxy.cut()
             time.sleep(down)
             proxy.restore()
