@@ -32,6 +32,8 @@ import orjson
 from kombu.transport import redis as kombu_redis
 from kombu.utils import json as kombu_json
 
+from worker.celeryapp.patches import refused
+
 logger = logging.getLogger(__name__)
 WRITTEN_FOR = ("5.7.",)  # kombu versions whose Redis transport uses dumps only as a Redis command's argument
 _KOMBU_DUMPS = kombu_json.dumps
@@ -73,8 +75,7 @@ def apply() -> bool:
         return True
     found = version("kombu")
     if not applies_to(found):
-        logger.warning("envelope: not applied: written for kombu %s, found %s; messages are written with kombu's "
-                       "own JSON encoder", "/".join(f"{v}x" for v in WRITTEN_FOR), found)
-        return False
+        return refused(logger, "envelope", "kombu", WRITTEN_FOR, found,
+                       "messages are written with kombu's own JSON encoder")
     _TRANSPORT.dumps = dumps
     return True

@@ -26,6 +26,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from worker.celeryapp.patches import refused
+
 logger = logging.getLogger(__name__)
 WRITTEN_FOR = ("5.7.",)  # kombu versions whose Channel.close this fix was written against
 _FIXED = "_feedworker_close_despite_lost_poll"
@@ -44,10 +46,8 @@ def apply() -> bool:
         return True
     found = version("kombu")
     if not applies_to(found, channel):
-        logger.warning("kombufix: not applied: written for kombu %s, found %s; check whether a worker still exits "
-                       "when Redis restarts (tests/test_faults_redis.py)", "/".join(f"{v}x" for v in WRITTEN_FOR),
-                       found)
-        return False
+        return refused(logger, "kombufix", "kombu", WRITTEN_FOR, found,
+                       "check whether a worker still exits when Redis restarts (tests/test_faults_redis.py)")
 
     def close(self: Any) -> None:
         try:

@@ -32,6 +32,8 @@ import time
 from importlib.metadata import version
 from typing import Any
 
+from worker.celeryapp.patches import refused
+
 logger = logging.getLogger(__name__)
 WRITTEN_FOR = ("5.7.",)  # celery versions whose AsynPool this was written against
 FINISH_SECONDS = 10.0  # for each begun write: its process is idle and reads at once, unless it is stuck
@@ -89,10 +91,8 @@ def apply() -> bool:
 
     found = version("celery")
     if not applies_to(found):
-        logger.warning("poolstop: not applied: written for celery %s, found %s; check whether a warm shutdown "
-                       "still hangs on a half-written job (tests/test_poolstop.py)",
-                       "/".join(f"{v}x" for v in WRITTEN_FOR), found)
-        return False
+        return refused(logger, "poolstop", "celery", WRITTEN_FOR, found,
+                       "check whether a warm shutdown still hangs on a half-written job (tests/test_poolstop.py)")
     original = asynpool.AsynPool.flush
     if getattr(original, "_feedworker_poolstop", False):
         return True

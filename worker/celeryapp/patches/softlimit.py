@@ -28,6 +28,8 @@ from typing import Any
 
 from celery import signals
 
+from worker.celeryapp.patches import refused
+
 logger = logging.getLogger(__name__)
 WRITTEN_FOR = ("4.",)  # billiard versions whose soft time limit signalling this guard was written against
 
@@ -73,10 +75,8 @@ def install() -> bool:
     (with a warning) when this billiard is not one the guard was written for."""
     found = version("billiard")
     if not applies_to(found):
-        logger.warning("softlimit: guard not installed: written for billiard %s, found %s; check whether a late "
-                       "soft time limit still kills an idle pool process (tests/test_faults_redis.py)",
-                       "/".join(f"{v}x" for v in WRITTEN_FOR), found)
-        return False
+        return refused(logger, "softlimit", "billiard", WRITTEN_FOR, found, "check whether a late soft time limit "
+                       "still kills an idle pool process (tests/test_faults_redis.py)", what="guard not installed")
     signals.task_prerun.connect(_task_started, weak=False)
     signals.task_postrun.connect(_task_ended, weak=False)
     return True
